@@ -1,0 +1,1 @@
+"""megaspec: Megatron-style transformers whose construction is checked by mypy."""

@@ -1,0 +1,34 @@
+"""Transformer building blocks: norms, attention, MLP, the transformer layer, block sequences."""
+
+from megaspec.layers.attention import (
+    DotProductAttention,
+    SelfAttention,
+    SelfAttentionSubmodules,
+    apply_rotary,
+    rotary_dim,
+)
+from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
+from megaspec.layers.mlp import MLP, MlpSubmodules
+from megaspec.layers.norms import LayerNorm, RMSNorm
+from megaspec.layers.slots import checked_child, checked_module, checked_output, describe_builder
+from megaspec.layers.transformer_layer import TransformerLayer, TransformerLayerSubmodules
+
+__all__ = [
+    "MLP",
+    "BlockSequence",
+    "BlockSequenceSpec",
+    "DotProductAttention",
+    "LayerNorm",
+    "MlpSubmodules",
+    "RMSNorm",
+    "SelfAttention",
+    "SelfAttentionSubmodules",
+    "TransformerLayer",
+    "TransformerLayerSubmodules",
+    "apply_rotary",
+    "checked_child",
+    "checked_module",
+    "checked_output",
+    "describe_builder",
+    "rotary_dim",
+]

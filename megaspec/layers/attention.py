@@ -1,0 +1,211 @@
+"""Self-attention: fused QKV packed per KV group, grouped-query attention, RoPE, QK-norm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from megaspec.builders import (
+    ColumnLinearBuilder,
+    CoreAttentionBuilder,
+    MixerBuilder,
+    Norm,
+    NormBuilder,
+    RowLinearBuilder,
+)
+from megaspec.context import LayerContext
+from megaspec.layers.slots import checked_child
+from megaspec.parallel import ParallelGroups, normal_init, scaled_normal_init
+from megaspec.transformer_config import AttentionConfig, TransformerConfig
+
+
+def rotary_dim(head_dim: int, fraction: float) -> int:
+    """Dimensions of a head that RoPE rotates: ``head_dim * fraction``, rounded down to even."""
+    return int(head_dim * fraction) // 2 * 2
+
+
+def apply_rotary(hidden: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first ``cos.shape[-1]`` dimensions of ``hidden`` (rotate-half convention).
+
+    Shapes: ``hidden [s, b, heads, head_dim]``, ``cos``/``sin`` ``[s, b, 1, rotary_dim]``.
+    """
+    width = cos.shape[-1]
+    rotated, passed = hidden[..., :width], hidden[..., width:]
+    first, second = rotated.chunk(2, dim=-1)
+    rotated = rotated * cos + torch.cat((-second, first), dim=-1) * sin
+    return rotated if passed.shape[-1] == 0 else torch.cat((rotated, passed), dim=-1)
+
+
+class DotProductAttention(nn.Module):
+    """Causal (or full) softmax attention on ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Fits :class:`~megaspec.builders.CoreAttentionBuilder` directly. Grouped-query attention
+    uses SDPA's ``enable_gqa``, so keys and values are never copied per query head.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TransformerConfig,
+        attention: AttentionConfig,
+        groups: ParallelGroups,
+        layer_index: int,
+    ) -> None:
+        super().__init__()
+        self.causal = attention.causal
+        self.grouped = attention.query_groups != attention.num_heads
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, context: LayerContext) -> Tensor:
+        return F.scaled_dot_product_attention(
+            query, key, value, is_causal=self.causal, enable_gqa=self.grouped
+        )
+
+
+@dataclass(frozen=True)
+class SelfAttentionSubmodules:
+    """The slots of :class:`SelfAttention`. ``q_norm``/``k_norm`` set enable QK-norm."""
+
+    linear_qkv: ColumnLinearBuilder
+    core_attention: CoreAttentionBuilder
+    linear_proj: RowLinearBuilder
+    q_norm: NormBuilder | None = None
+    k_norm: NormBuilder | None = None
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, tensor-parallel over KV groups.
+
+    The fused QKV projection's output rows are packed per KV group: for each group g,
+    ``[q heads of g, k_g, v_g]``, each ``head_dim`` wide. A tensor-parallel rank therefore owns
+    whole groups and their query heads as one contiguous slice of rows.
+
+    Shapes: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when sequence parallel).
+
+    Raises:
+        ValueError: if ``hidden_size`` is not divisible by ``num_heads`` (with no explicit
+            ``head_dim``), or heads or KV groups are not divisible by the tensor-parallel size.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TransformerConfig,
+        attention: AttentionConfig,
+        groups: ParallelGroups,
+        layer_index: int,
+        submodules: SelfAttentionSubmodules,
+    ) -> None:
+        super().__init__()
+        tp = groups.tensor_size
+        for name, count in (("num_heads", attention.num_heads), ("num_query_groups", attention.query_groups)):
+            if count % tp != 0:
+                raise ValueError(
+                    f"SelfAttention (layer {layer_index}): {name} ({count}) is not divisible by "
+                    f"the tensor-parallel size ({tp})"
+                )
+        self.head_dim = attention.resolved_head_dim(config.hidden_size)
+        self.heads_per_group = attention.num_heads // attention.query_groups
+        self.local_groups = attention.query_groups // tp
+        self.local_heads = attention.num_heads // tp
+        self.rotary_dim = rotary_dim(self.head_dim, attention.rotary_fraction)
+        self.rotary_base = attention.rotary_base
+        owner = f"SelfAttention (layer {layer_index})"
+        qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
+        self.linear_qkv = checked_child(
+            submodules.linear_qkv(
+                input_size=config.hidden_size,
+                output_size=qkv_size,
+                groups=groups,
+                init_method=normal_init(config.init_std),
+                bias=attention.bias,
+                gather_output=False,
+                sequence_parallel=config.sequence_parallel,
+                stacked_parts=1,
+                params_dtype=config.params_dtype,
+            ),
+            owner=owner, slot="linear_qkv", builder=submodules.linear_qkv,
+        )
+        self.q_norm = self._build_head_norm(submodules.q_norm, "q_norm", owner, config, groups)
+        self.k_norm = self._build_head_norm(submodules.k_norm, "k_norm", owner, config, groups)
+        self.core_attention = checked_child(
+            submodules.core_attention(
+                config=config, attention=attention, groups=groups, layer_index=layer_index
+            ),
+            owner=owner, slot="core_attention", builder=submodules.core_attention,
+        )
+        self.linear_proj = checked_child(
+            submodules.linear_proj(
+                input_size=attention.num_heads * self.head_dim,
+                output_size=config.hidden_size,
+                groups=groups,
+                init_method=scaled_normal_init(config.init_std, config.num_layers),
+                bias=attention.bias,
+                input_is_parallel=True,
+                sequence_parallel=config.sequence_parallel,
+                params_dtype=config.params_dtype,
+            ),
+            owner=owner, slot="linear_proj", builder=submodules.linear_proj,
+        )
+
+    def _build_head_norm(
+        self,
+        builder: NormBuilder | None,
+        slot: str,
+        owner: str,
+        config: TransformerConfig,
+        groups: ParallelGroups,
+    ) -> Norm | None:
+        if builder is None:
+            return None
+        # Each rank normalises its own heads: the shared scale's gradient is summed over ranks.
+        norm = builder(hidden_size=self.head_dim, config=config, groups=groups, sharded_input=True)
+        return checked_child(norm, owner=owner, slot=slot, builder=builder)
+
+    @classmethod
+    def as_mixer_submodule(
+        cls, attention: AttentionConfig, submodules: SelfAttentionSubmodules
+    ) -> MixerBuilder:
+        """A :class:`~megaspec.builders.MixerBuilder` for self-attention with these settings."""
+
+        def build(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> SelfAttention:
+            return cls(
+                config=config,
+                attention=attention,
+                groups=groups,
+                layer_index=layer_index,
+                submodules=submodules,
+            )
+
+        build.__qualname__ = f"{cls.__qualname__}.as_mixer_submodule(...)"
+        return build
+
+    def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
+        qkv = self.linear_qkv(hidden)
+        sequence, batch = qkv.shape[0], qkv.shape[1]
+        # [s, b, groups, heads_per_group + 2, head_dim]: per group, its queries then k then v.
+        qkv = qkv.view(sequence, batch, self.local_groups, self.heads_per_group + 2, self.head_dim)
+        query = qkv[:, :, :, : self.heads_per_group].reshape(
+            sequence, batch, self.local_heads, self.head_dim
+        )
+        key = qkv[:, :, :, self.heads_per_group]
+        value = qkv[:, :, :, self.heads_per_group + 1]
+        if self.q_norm is not None:
+            query = self.q_norm(query)
+        if self.k_norm is not None:
+            key = self.k_norm(key)
+        if self.rotary_dim > 0:
+            cos, sin = context.rotary.cos_sin(self.rotary_dim, self.rotary_base, query.dtype)
+            query = apply_rotary(query, cos, sin)
+            key = apply_rotary(key, cos, sin)
+        # [s, b, n, d] -> [b, n, s, d] for the attention kernel, and back.
+        attended = self.core_attention(
+            query.permute(1, 2, 0, 3),
+            key.permute(1, 2, 0, 3),
+            value.permute(1, 2, 0, 3),
+            context=context,
+        )
+        attended = attended.permute(2, 0, 1, 3).reshape(sequence, batch, self.local_heads * self.head_dim)
+        return self.linear_proj(attended)

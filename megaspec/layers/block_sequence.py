@@ -1,0 +1,112 @@
+"""Sequences of layers built from a repeated pattern of layer builders (hybrid stacks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from megaspec.builders import LayerBuilder
+from megaspec.context import LayerContext
+from megaspec.layers.slots import checked_module, checked_output, describe_builder
+from megaspec.parallel import ParallelGroups
+from megaspec.transformer_config import TransformerConfig
+
+
+@dataclass(frozen=True)
+class BlockSequenceSpec:
+    """``pattern`` repeated until it has built ``num_layers`` layers.
+
+    An element of ``pattern`` is a layer builder (one layer) or a nested spec (its
+    ``num_layers`` layers). ``num_layers`` must be a whole multiple of the pattern's length:
+    nothing is silently cut or replicated. Examples::
+
+        BlockSequenceSpec(pattern=[attention_layer], num_layers=24)          # 24 x attention
+        BlockSequenceSpec(pattern=[attn, attn, conv], num_layers=12)         # 4 x (a, a, c)
+        BlockSequenceSpec(pattern=[layer_0, layer_1, layer_2], num_layers=3) # explicit list
+
+    Raises:
+        ValueError: for an empty pattern or a ``num_layers`` that is not a positive multiple
+            of the pattern's length.
+    """
+
+    pattern: Sequence[LayerBuilder | BlockSequenceSpec]
+    num_layers: int
+
+    def __post_init__(self) -> None:
+        if len(self.pattern) == 0:
+            raise ValueError("BlockSequenceSpec: pattern is empty")
+        length = self.pattern_length
+        if self.num_layers <= 0 or self.num_layers % length != 0:
+            raise ValueError(
+                f"BlockSequenceSpec: num_layers ({self.num_layers}) must be a positive multiple "
+                f"of the pattern's length ({length} layers); write the pattern out in full "
+                f"instead of relying on a partial repeat"
+            )
+
+    @property
+    def pattern_length(self) -> int:
+        """Layers built by one pass over ``pattern``."""
+        return sum(
+            element.num_layers if isinstance(element, BlockSequenceSpec) else 1
+            for element in self.pattern
+        )
+
+    def layer_builders(self) -> list[LayerBuilder]:
+        """The builder of every layer, in order (``num_layers`` of them)."""
+        one_pass: list[LayerBuilder] = []
+        for element in self.pattern:
+            if isinstance(element, BlockSequenceSpec):
+                one_pass.extend(element.layer_builders())
+            else:
+                one_pass.append(element)
+        return one_pass * (self.num_layers // len(one_pass))
+
+
+class BlockSequence(nn.Module):
+    """The layers of a :class:`BlockSequenceSpec`, applied in order.
+
+    Layer ``i`` is built with ``layer_index=first_layer_index + i``.
+    Shapes: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when sequence parallel).
+
+    Raises:
+        ValueError: if the spec builds a different number of layers than
+            ``config.num_layers`` declares (when ``check_num_layers``).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TransformerConfig,
+        groups: ParallelGroups,
+        spec: BlockSequenceSpec,
+        first_layer_index: int = 0,
+        check_num_layers: bool = True,
+    ) -> None:
+        super().__init__()
+        if check_num_layers and spec.num_layers != config.num_layers:
+            raise ValueError(
+                f"BlockSequence: the block spec builds {spec.num_layers} layers but "
+                f"config.num_layers is {config.num_layers}"
+            )
+        builders = spec.layer_builders()
+        self._builder_names = [describe_builder(builder) for builder in builders]
+        self.layers = nn.ModuleList(
+            checked_module(
+                builder(config=config, groups=groups, layer_index=first_layer_index + offset),
+                owner="BlockSequence",
+                slot=f"layers[{offset}]",
+                builder=builder,
+            )
+            for offset, builder in enumerate(builders)
+        )
+
+    def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
+        for offset, layer in enumerate(self.layers):
+            hidden = checked_output(
+                layer(hidden, context=context), hidden,
+                owner="BlockSequence", slot=f"layers[{offset}]",
+                builder=self._builder_names[offset],
+            )
+        return hidden

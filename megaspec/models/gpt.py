@@ -1,0 +1,195 @@
+"""GPT-style language model: embedding -> block sequence -> final norm -> output layer -> loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from megaspec.builders import ColumnLinear, ColumnLinearBuilder, NormBuilder
+from megaspec.context import LayerContext
+from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
+from megaspec.layers.slots import checked_child
+from megaspec.parallel import (
+    ParallelGroups,
+    VocabParallelEmbedding,
+    column_parallel_matmul,
+    gather_from_tensor_parallel_region,
+    normal_init,
+    padded_rows_init,
+    padded_vocab_size,
+    vocab_parallel_cross_entropy,
+)
+from megaspec.transformer_config import TransformerConfig
+
+VOCAB_PADDING_MULTIPLE = 128
+
+
+@dataclass(frozen=True)
+class GPTSubmodules:
+    """The slots of :class:`GPTModel`. ``output_layer`` is unused when embeddings are tied."""
+
+    blocks: BlockSequenceSpec
+    final_norm: NormBuilder
+    output_layer: ColumnLinearBuilder
+
+
+class GPTModel(nn.Module):
+    """A decoder-only language model.
+
+    The vocabulary is padded to a multiple of ``tensor-parallel size x 128`` so every rank
+    holds an equal, GPU-friendly slice; padded rows start at zero and padded logits are left
+    out of the loss and of returned logits, so padding never changes results.
+
+    Initialisation draws every full weight from torch's default CPU generator in construction
+    order: call ``torch.manual_seed(seed)`` first, and every tensor-parallel size gives the
+    same full weights.
+
+    Raises:
+        ValueError: if the block spec builds a number of layers other than
+            ``config.num_layers``, or for any invalid layer setting (see the layers).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TransformerConfig,
+        vocab_size: int,
+        submodules: GPTSubmodules,
+        groups: ParallelGroups | None = None,
+        tie_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        groups = ParallelGroups.single() if groups is None else groups
+        self.config = config
+        self.groups = groups
+        self.vocab_size = vocab_size
+        self.padded_vocab_size = padded_vocab_size(vocab_size, groups, VOCAB_PADDING_MULTIPLE)
+        self.tie_embeddings = tie_embeddings
+        vocab_init = padded_rows_init(normal_init(config.init_std), vocab_size)
+        self.embedding = VocabParallelEmbedding(
+            num_embeddings=self.padded_vocab_size,
+            embedding_dim=config.hidden_size,
+            groups=groups,
+            init_method=vocab_init,
+            sequence_parallel=config.sequence_parallel,
+            params_dtype=config.params_dtype,
+        )
+        self.blocks = BlockSequence(config=config, groups=groups, spec=submodules.blocks)
+        self.final_norm = checked_child(
+            submodules.final_norm(
+                hidden_size=config.hidden_size,
+                config=config,
+                groups=groups,
+                sharded_input=config.sequence_parallel,
+            ),
+            owner="GPTModel", slot="final_norm", builder=submodules.final_norm,
+        )
+        self.output_layer: ColumnLinear | None = None
+        if not tie_embeddings:
+            self.output_layer = checked_child(
+                submodules.output_layer(
+                    input_size=config.hidden_size,
+                    output_size=self.padded_vocab_size,
+                    groups=groups,
+                    init_method=vocab_init,
+                    bias=False,
+                    gather_output=False,
+                    sequence_parallel=config.sequence_parallel,
+                    stacked_parts=1,
+                    params_dtype=config.params_dtype,
+                ),
+                owner="GPTModel", slot="output_layer", builder=submodules.output_layer,
+            )
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """Logits, or per-token losses when ``labels`` are given.
+
+        Args:
+            input_ids: ``[batch, sequence]`` token ids.
+            position_ids: ``[batch, sequence]`` positions; default ``0 .. sequence - 1``.
+            labels: ``[batch, sequence]`` target ids (already shifted); ``-100`` is ignored.
+
+        Returns:
+            ``[batch, sequence, vocab_size]`` logits (gathered over tensor-parallel ranks,
+            padding removed) when ``labels`` is ``None``; otherwise ``[batch, sequence]``
+            float32 losses (0 where the label is ``-100``).
+
+        Raises:
+            ValueError: under sequence parallelism, if the sequence length is not divisible
+                by the tensor-parallel size.
+        """
+        batch, sequence = input_ids.shape
+        tp = self.groups.tensor_size
+        if self.config.sequence_parallel and sequence % tp != 0:
+            raise ValueError(
+                f"GPTModel: sequence length {sequence} is not divisible by the tensor-parallel "
+                f"size {tp}, which sequence parallelism needs"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(sequence, device=input_ids.device).expand(batch, sequence)
+        hidden = self.embedding(input_ids.t())  # [s, b, h] ([s / tp, b, h] when SP)
+        hidden = self.blocks(hidden, context=LayerContext.for_positions(position_ids))
+        hidden = self.final_norm(hidden)
+        logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
+        if labels is not None:
+            losses = vocab_parallel_cross_entropy(
+                logits, labels.t(), self.groups, vocab_size=self.vocab_size
+            )
+            return losses.t()
+        full = gather_from_tensor_parallel_region(logits, self.groups.tensor)
+        return full[..., : self.vocab_size].transpose(0, 1)
+
+    def _output_logits(self, hidden: Tensor) -> Tensor:
+        if self.output_layer is not None:
+            return self.output_layer(hidden)
+        return column_parallel_matmul(
+            hidden,
+            self.embedding.weight,
+            None,
+            self.groups,
+            sequence_parallel=self.config.sequence_parallel,
+        )
+
+    def summary(self) -> str:
+        """A short, human-readable description of what was built (``print(model)`` has all)."""
+        local = sum(parameter.numel() for parameter in self.parameters())
+        lines = [
+            f"GPTModel: {self.config.num_layers} layers, hidden {self.config.hidden_size}, "
+            f"tensor-parallel size {self.groups.tensor_size}"
+            f"{', sequence parallel' if self.config.sequence_parallel else ''}",
+            f"  parameters on this rank: {local:,}",
+            *(f"  {line}" for line in _describe_layers(self.blocks.layers)),
+            f"  embeddings: {'tied' if self.tie_embeddings else 'untied'}",
+        ]
+        if self.padded_vocab_size != self.vocab_size:
+            lines.append(
+                f"  note: vocabulary {self.vocab_size} padded to {self.padded_vocab_size} (a "
+                f"multiple of tensor-parallel size {self.groups.tensor_size} x "
+                f"{VOCAB_PADDING_MULTIPLE}); padded entries are excluded from logits and loss"
+            )
+        return "\n".join(lines)
+
+
+def _describe_layers(layers: nn.ModuleList) -> list[str]:
+    """One line per run of consecutive layers with the same classes in their slots."""
+    described = [
+        f"{type(layer).__name__}("
+        + ", ".join(f"{name}={type(child).__name__}" for name, child in layer.named_children())
+        + ")"
+        for layer in layers
+    ]
+    lines: list[str] = []
+    start = 0
+    for index in range(1, len(described) + 1):
+        if index == len(described) or described[index] != described[start]:
+            span = f"layer {start}" if index - start == 1 else f"layers {start}-{index - 1}"
+            lines.append(f"{span}: {described[start]}")
+            start = index
+    return lines
