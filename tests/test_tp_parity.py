@@ -1,0 +1,120 @@
+"""Tensor-parallel sizes 2 and 4 (spawned gloo processes) against size 1, in float32.
+
+For a Llama-style model (GQA, RoPE, QK-norm, gated MLP) and a hybrid stack (attention and
+the custom convolution mixer of examples/custom_mixer.py, tied embeddings), with and
+without sequence parallelism, every rank must reproduce size 1's initial full weights
+exactly and its logits, loss and full (gathered) gradients within 1e-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from examples.custom_mixer import CausalConvMixer, ConvMixerConfig
+from megaspec.backends import torch as torch_backend
+from megaspec.layers import BlockSequenceSpec, TransformerLayer
+from megaspec.models import GPTModel
+from megaspec.parallel import ParallelGroups, gather_full, sharding_of
+from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
+from tests.distributed_harness import run_on_ranks
+
+VOCAB = 300
+VOCAB_PARAMETERS = ("embedding.weight", "output_layer.weight")
+ATTENTION = AttentionConfig(num_heads=8, num_query_groups=4, rotary_fraction=0.5)
+MLP = MlpConfig(ffn_hidden_size=96)
+
+
+def build_model(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> GPTModel:
+    """The model ``kind`` ("llama" or "hybrid"), seeded so every TP size draws the same."""
+    torch.manual_seed(1234)
+    config = TransformerConfig(hidden_size=64, num_layers=3, sequence_parallel=sequence_parallel)
+    if kind == "llama":
+        submodules = torch_backend.llama_submodules(ATTENTION, MLP, 3, qk_norm=True)
+        return GPTModel(config=config, vocab_size=VOCAB, submodules=submodules, groups=groups)
+    attention = torch_backend.llama_layer(ATTENTION, MLP)
+    conv = TransformerLayer.as_layer_submodule(
+        replace(
+            torch_backend.llama_layer_submodules(ATTENTION, MLP),
+            mixer=CausalConvMixer.as_mixer_submodule(ConvMixerConfig(kernel_size=3)),
+        )
+    )
+    blocks = BlockSequenceSpec(pattern=[attention, conv, attention], num_layers=3)
+    return GPTModel(
+        config=config,
+        vocab_size=VOCAB,
+        submodules=torch_backend.gpt_submodules(blocks),
+        groups=groups,
+        tie_embeddings=True,
+    )
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(99)
+    tokens = torch.randint(0, VOCAB, (2, 9), generator=generator)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def full_tensors(model: GPTModel, groups: ParallelGroups, *, grads: bool) -> dict[str, torch.Tensor]:
+    """Every parameter (or gradient) in its full, TP=1 form, vocabulary padding removed."""
+    result = {}
+    for name, parameter in model.named_parameters():
+        tensor = parameter.grad if grads else parameter.data
+        assert tensor is not None, f"{name} has no gradient"
+        full = gather_full(tensor, sharding_of(parameter), groups)
+        result[name] = full[:VOCAB] if name in VOCAB_PARAMETERS else full
+    return result
+
+
+def run_case(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> dict[str, Any]:
+    model = build_model(kind, groups, sequence_parallel)
+    initial = full_tensors(model, groups, grads=False)
+    inputs, labels = batch()
+    with torch.no_grad():
+        logits = model(inputs)
+    loss = model(inputs, labels=labels).mean()
+    loss.backward()
+    return {
+        "initial": initial,
+        "logits": logits,
+        "loss": loss.detach(),
+        "grads": full_tensors(model, groups, grads=True),
+    }
+
+
+def tensor_parallel_cases() -> dict[tuple[str, bool], dict[str, Any]]:
+    """Runs on every rank of a spawned tensor-parallel group."""
+    groups = ParallelGroups.tensor_parallel_over_world()
+    return {
+        (kind, sequence_parallel): run_case(kind, groups, sequence_parallel)
+        for kind in ("llama", "hybrid")
+        for sequence_parallel in (False, True)
+    }
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, dict[str, Any]]:
+    return {kind: run_case(kind, ParallelGroups.single(), False) for kind in ("llama", "hybrid")}
+
+
+@pytest.mark.parametrize("tensor_parallel_size", [2, 4])
+def test_tensor_parallel_matches_single_process(
+    tensor_parallel_size: int, reference: dict[str, dict[str, Any]]
+) -> None:
+    per_rank = run_on_ranks(tensor_parallel_size, tensor_parallel_cases)
+    for rank, cases in enumerate(per_rank):
+        for (kind, sequence_parallel), result in cases.items():
+            expected = reference[kind]
+            where = f"{kind}, tp={tensor_parallel_size}, sp={sequence_parallel}, rank {rank}"
+            assert result["initial"].keys() == expected["initial"].keys(), where
+            for name, full in expected["initial"].items():
+                assert torch.equal(result["initial"][name], full), f"initial {name} ({where})"
+            torch.testing.assert_close(result["logits"], expected["logits"], atol=1e-5, rtol=0, msg=where)
+            torch.testing.assert_close(result["loss"], expected["loss"], atol=1e-5, rtol=0, msg=where)
+            for name, grad in expected["grads"].items():
+                torch.testing.assert_close(
+                    result["grads"][name], grad, atol=1e-5, rtol=0, msg=f"grad {name} ({where})"
+                )
