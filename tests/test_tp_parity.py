@@ -52,9 +52,9 @@ def build_model(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> G
     )
 
 
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
+def batch(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(99)
-    tokens = torch.randint(0, VOCAB, (2, 9), generator=generator)
+    tokens = torch.randint(0, VOCAB, (2, 9), generator=generator).to(device)
     return tokens[:, :-1], tokens[:, 1:]
 
 
@@ -65,46 +65,72 @@ def full_tensors(model: GPTModel, groups: ParallelGroups, *, grads: bool) -> dic
         tensor = parameter.grad if grads else parameter.data
         assert tensor is not None, f"{name} has no gradient"
         full = gather_full(tensor, sharding_of(parameter), groups)
-        result[name] = full[:VOCAB] if name in VOCAB_PARAMETERS else full
+        result[name] = (full[:VOCAB] if name in VOCAB_PARAMETERS else full).cpu()
     return result
 
 
-def run_case(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> dict[str, Any]:
-    model = build_model(kind, groups, sequence_parallel)
+def run_case(
+    kind: str, groups: ParallelGroups, sequence_parallel: bool, device: torch.device
+) -> dict[str, Any]:
+    # fp32 means fp32 on GPUs too: no TF32 in matrix products or cuDNN convolutions.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.device(device):
+        model = build_model(kind, groups, sequence_parallel)
     initial = full_tensors(model, groups, grads=False)
-    inputs, labels = batch()
+    inputs, labels = batch(device)
     with torch.no_grad():
         logits = model(inputs)
     loss = model(inputs, labels=labels).mean()
     loss.backward()
     return {
         "initial": initial,
-        "logits": logits,
-        "loss": loss.detach(),
+        "logits": logits.cpu(),
+        "loss": loss.detach().cpu(),
         "grads": full_tensors(model, groups, grads=True),
     }
 
 
-def tensor_parallel_cases() -> dict[tuple[str, bool], dict[str, Any]]:
+def tensor_parallel_cases(device_type: str) -> dict[tuple[str, bool], dict[str, Any]]:
     """Runs on every rank of a spawned tensor-parallel group."""
     groups = ParallelGroups.tensor_parallel_over_world()
+    device = torch.device(device_type, torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
     return {
-        (kind, sequence_parallel): run_case(kind, groups, sequence_parallel)
+        (kind, sequence_parallel): run_case(kind, groups, sequence_parallel, device)
         for kind in ("llama", "hybrid")
         for sequence_parallel in (False, True)
     }
 
 
+def reference_cases(device: torch.device) -> dict[str, dict[str, Any]]:
+    return {kind: run_case(kind, ParallelGroups.single(), False, device) for kind in ("llama", "hybrid")}
+
+
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict[str, Any]]:
-    return {kind: run_case(kind, ParallelGroups.single(), False) for kind in ("llama", "hybrid")}
+    return reference_cases(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("tensor_parallel_size", [2, 4])
 def test_tensor_parallel_matches_single_process(
     tensor_parallel_size: int, reference: dict[str, dict[str, Any]]
 ) -> None:
-    per_rank = run_on_ranks(tensor_parallel_size, tensor_parallel_cases)
+    per_rank = run_on_ranks(tensor_parallel_size, tensor_parallel_cases, "cpu")
+    assert_matches(per_rank, reference, tensor_parallel_size)
+
+
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (run on the GPU machine)"
+)
+def test_tensor_parallel_matches_single_gpu_over_nccl() -> None:
+    reference = reference_cases(torch.device("cuda", 0))
+    per_rank = run_on_ranks(2, tensor_parallel_cases, "cuda", backend="nccl")
+    assert_matches(per_rank, reference, 2)
+
+
+def assert_matches(
+    per_rank: list[Any], reference: dict[str, dict[str, Any]], tensor_parallel_size: int
+) -> None:
     for rank, cases in enumerate(per_rank):
         for (kind, sequence_parallel), result in cases.items():
             expected = reference[kind]
