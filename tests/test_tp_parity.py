@@ -18,7 +18,7 @@ from examples.custom_mixer import CausalConvMixer, ConvMixerConfig
 from megaspec.backends import torch as torch_backend
 from megaspec.layers import BlockSequenceSpec, TransformerLayer
 from megaspec.models import GPTModel
-from megaspec.parallel import ParallelGroups, gather_full, sharding_of
+from megaspec.parallel import ParallelGroups, gather_full, seeded_initialization, sharding_of
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 from tests.distributed_harness import run_on_ranks
 
@@ -29,8 +29,7 @@ MLP = MlpConfig(ffn_hidden_size=96)
 
 
 def build_model(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> GPTModel:
-    """The model ``kind`` ("llama" or "hybrid"), seeded so every TP size draws the same."""
-    torch.manual_seed(1234)
+    """The model ``kind``: "llama" or "hybrid"."""
     config = TransformerConfig(hidden_size=64, num_layers=3, sequence_parallel=sequence_parallel)
     if kind == "llama":
         submodules = torch_backend.llama_submodules(ATTENTION, MLP, 3, qk_norm=True)
@@ -75,7 +74,7 @@ def run_case(
     # fp32 means fp32 on GPUs too: no TF32 in matrix products or cuDNN convolutions.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    with torch.device(device):
+    with torch.device(device), seeded_initialization(1234):
         model = build_model(kind, groups, sequence_parallel)
     initial = full_tensors(model, groups, grads=False)
     inputs, labels = batch(device)
@@ -94,7 +93,9 @@ def run_case(
 def tensor_parallel_cases(device_type: str) -> dict[tuple[str, bool], dict[str, Any]]:
     """Runs on every rank of a spawned tensor-parallel group."""
     groups = ParallelGroups.tensor_parallel_over_world()
-    device = torch.device(device_type, torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
+    device = torch.device("cpu")
+    if device_type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     return {
         (kind, sequence_parallel): run_case(kind, groups, sequence_parallel, device)
         for kind in ("llama", "hybrid")

@@ -43,8 +43,8 @@ class GPTModel(nn.Module):
     out of the loss and of returned logits, so padding never changes results.
 
     Initialisation draws every full weight from torch's default CPU generator in construction
-    order: call ``torch.manual_seed(seed)`` first, and every tensor-parallel size gives the
-    same full weights.
+    order: build inside ``megaspec.parallel.seeded_initialization(seed)`` (or after
+    ``torch.manual_seed(seed)``) and every tensor-parallel size gives the same full weights.
 
     Raises:
         ValueError: if the block spec builds a number of layers other than

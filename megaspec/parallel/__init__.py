@@ -35,6 +35,7 @@ from megaspec.parallel.linear import (
     column_parallel_matmul,
     sequence_parallel_replicated,
 )
+from megaspec.parallel.random import seeded_initialization
 from megaspec.parallel.sharding import (
     InitMethod,
     TensorParallelSharding,
@@ -70,6 +71,7 @@ __all__ = [
     "scaled_normal_init",
     "scatter_to_sequence_parallel_region",
     "scatter_to_tensor_parallel_region",
+    "seeded_initialization",
     "sequence_parallel_replicated",
     "shard_of_full",
     "sharding_of",
