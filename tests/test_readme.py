@@ -1,0 +1,20 @@
+"""The README's spec example runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_spec_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    loss = namespace["loss"]
+    assert isinstance(loss, torch.Tensor)
+    # A fresh model predicts roughly uniformly over the 32000-token vocabulary.
+    assert abs(loss.item() - torch.log(torch.tensor(32000.0)).item()) < 0.1
