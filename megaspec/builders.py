@@ -85,6 +85,40 @@ class RowLinearBuilder(Protocol):
     ) -> RowLinear: ...
 
 
+# --- embeddings ------------------------------------------------------------------------------
+
+
+class Embedding(Protocol):
+    """Token embedding whose rows may be split across tensor-parallel ranks.
+
+    ``forward``: token ids ``[s, b]`` -> ``[s, b, embedding_dim]`` (``[s / tp, b, ...]`` when
+    sequence parallel). ``weight`` (``[rows of this rank, embedding_dim]``) is what a tied
+    output layer multiplies with.
+    """
+
+    @property
+    def weight(self) -> Tensor: ...
+
+    def forward(self, token_ids: Tensor) -> Tensor: ...
+
+    def __call__(self, token_ids: Tensor) -> Tensor: ...
+
+
+class EmbeddingBuilder(Protocol):
+    """Builds an :class:`Embedding` (slot ``embedding`` of a language model)."""
+
+    def __call__(
+        self,
+        *,
+        num_embeddings: int,
+        embedding_dim: int,
+        groups: ParallelGroups,
+        init_method: InitMethod,
+        sequence_parallel: bool,
+        params_dtype: torch.dtype,
+    ) -> Embedding: ...
+
+
 # --- norms -----------------------------------------------------------------------------
 
 

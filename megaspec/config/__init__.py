@@ -1,0 +1,94 @@
+"""Typed, layered configs: a YAML / command-line front end to the typed specs.
+
+Resolution is a pure pipeline (see :func:`resolve`): class defaults -> pretrained config ->
+YAML files -> command-line overrides -> validation -> an immutable config. A resolved
+:class:`ModelConfig` builds the same ``TransformerLayerSubmodules`` a Python user would write
+(:meth:`ModelConfig.submodules`, :meth:`ModelConfig.build`).
+"""
+
+from megaspec.config.blocks import (
+    BlockConfig,
+    BlockSequenceConfig,
+    PatternSequenceConfig,
+    RepeatSequenceConfig,
+)
+from megaspec.config.inits import (
+    InitConfig,
+    NormalInit,
+    OnesInit,
+    ScaledNormalInit,
+    UniformInit,
+    ZerosInit,
+)
+from megaspec.config.model import ModelConfig
+from megaspec.config.resolve import (
+    FORMAT_VERSION,
+    load,
+    load_yaml,
+    parse_override,
+    read_saved,
+    resolve,
+    save,
+)
+from megaspec.config.run import ParallelConfig, RunConfig, TrainingConfig
+from megaspec.config.schema import (
+    Config,
+    ConfigError,
+    DynamicConfig,
+    from_data,
+    to_data,
+    update,
+    validate_tree,
+)
+from megaspec.config.slots import (
+    AttentionMixerConfig,
+    FeedForwardConfig,
+    LayerNormConfig,
+    MixerConfig,
+    MlpLayerConfig,
+    NormConfig,
+    RMSNormConfig,
+    register_mixer,
+)
+from megaspec.config.weights import LinearConfig, WeightConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AttentionMixerConfig",
+    "BlockConfig",
+    "BlockSequenceConfig",
+    "Config",
+    "ConfigError",
+    "DynamicConfig",
+    "FeedForwardConfig",
+    "InitConfig",
+    "LayerNormConfig",
+    "LinearConfig",
+    "MixerConfig",
+    "MlpLayerConfig",
+    "ModelConfig",
+    "NormConfig",
+    "NormalInit",
+    "OnesInit",
+    "ParallelConfig",
+    "PatternSequenceConfig",
+    "RMSNormConfig",
+    "RepeatSequenceConfig",
+    "RunConfig",
+    "ScaledNormalInit",
+    "TrainingConfig",
+    "UniformInit",
+    "WeightConfig",
+    "ZerosInit",
+    "from_data",
+    "load",
+    "load_yaml",
+    "parse_override",
+    "read_saved",
+    "register_mixer",
+    "resolve",
+    "save",
+    "to_data",
+    "update",
+    "validate_tree",
+]

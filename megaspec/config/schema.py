@@ -19,16 +19,22 @@ bad value and what was expected; unknown names suggest the closest valid one.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from typing_extensions import Self
 
 ConfigT = TypeVar("ConfigT", bound="Config")
+
+# Set while a config's defaults are the starting point of an update: defaults need not be
+# valid on their own (a pattern with no blocks), only the config after the update.
+_DEFERRED_VALIDATION = contextvars.ContextVar("megaspec_config_deferred_validation", default=False)
 
 
 class ConfigError(ValueError):
@@ -77,7 +83,8 @@ class Config:
         return instance
 
     def __post_init__(self) -> None:
-        self.validate()
+        if not _DEFERRED_VALIDATION.get():
+            self.validate()
 
     def validate(self) -> None:
         """Check this config's own fields; raise :class:`ConfigError` naming the field."""
@@ -293,11 +300,44 @@ def update_or_create(
     return typing.cast(ConfigT, _apply(instance, data, path))
 
 
-def _defaults(cls: type[Config], path: str) -> Config:
+@contextlib.contextmanager
+def deferred_validation() -> Iterator[None]:
+    """Inside this block, configs are not validated on construction; call :func:`validate_tree`."""
+    token = _DEFERRED_VALIDATION.set(True)
     try:
-        return cls().with_explicit(frozenset())
+        yield
+    finally:
+        _DEFERRED_VALIDATION.reset(token)
+
+
+def validate_tree(config: Config, path: str = "") -> None:
+    """Validate ``config`` and every config inside it, innermost first.
+
+    Raises:
+        ConfigError: with the full path of the first failing field.
+    """
+    for field in dataclasses.fields(config):
+        _validate_value(getattr(config, field.name), join_path(path, field.name))
+    try:
+        config.validate()
     except ConfigError as error:
         raise error.under(path) from None
+
+
+def _validate_value(value: Any, path: str) -> None:
+    if isinstance(value, Config):
+        validate_tree(value, path)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _validate_value(item, join_path(path, str(key)))
+    elif isinstance(value, tuple):
+        for index, item in enumerate(value):
+            _validate_value(item, f"{path}[{index}]")
+
+
+def _defaults(cls: type[Config], path: str) -> Config:
+    with deferred_validation():
+        return cls().with_explicit(frozenset())
 
 
 def _apply(instance: Config, data: Mapping[str, Any], path: str) -> Config:

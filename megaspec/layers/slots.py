@@ -27,12 +27,17 @@ def checked_module(child: object, *, owner: str, slot: str, builder: object) -> 
     """Return ``child`` if it is an ``nn.Module``, else raise naming the slot and builder.
 
     Raises:
-        TypeError: if ``child`` is not a ``torch.nn.Module``.
+        TypeError: if ``child`` is not a ``torch.nn.Module`` or defines no ``forward``.
     """
     if not isinstance(child, nn.Module):
         raise TypeError(
             f"{owner}: builder {describe_builder(builder)} for slot '{slot}' returned "
             f"{type(child).__name__}, expected a torch.nn.Module"
+        )
+    if type(child).forward is nn.Module.forward:
+        raise TypeError(
+            f"{owner}: builder {describe_builder(builder)} for slot '{slot}' returned "
+            f"{type(child).__name__}, which defines no forward"
         )
     return child
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from megaspec.builders import ColumnLinear, ColumnLinearBuilder, NormBuilder
+from megaspec.builders import ColumnLinear, ColumnLinearBuilder, EmbeddingBuilder, NormBuilder
 from megaspec.context import LayerContext
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.slots import checked_child
@@ -33,6 +33,7 @@ class GPTSubmodules:
     blocks: BlockSequenceSpec
     final_norm: NormBuilder
     output_layer: ColumnLinearBuilder
+    embedding: EmbeddingBuilder = VocabParallelEmbedding
 
 
 class GPTModel(nn.Module):
@@ -68,13 +69,16 @@ class GPTModel(nn.Module):
         self.padded_vocab_size = padded_vocab_size(vocab_size, groups, VOCAB_PADDING_MULTIPLE)
         self.tie_embeddings = tie_embeddings
         vocab_init = padded_rows_init(normal_init(config.init_std), vocab_size)
-        self.embedding = VocabParallelEmbedding(
-            num_embeddings=self.padded_vocab_size,
-            embedding_dim=config.hidden_size,
-            groups=groups,
-            init_method=vocab_init,
-            sequence_parallel=config.sequence_parallel,
-            params_dtype=config.params_dtype,
+        self.embedding = checked_child(
+            submodules.embedding(
+                num_embeddings=self.padded_vocab_size,
+                embedding_dim=config.hidden_size,
+                groups=groups,
+                init_method=vocab_init,
+                sequence_parallel=config.sequence_parallel,
+                params_dtype=config.params_dtype,
+            ),
+            owner="GPTModel", slot="embedding", builder=submodules.embedding,
         )
         self.blocks = BlockSequence(config=config, groups=groups, spec=submodules.blocks)
         self.final_norm = checked_child(

@@ -27,6 +27,7 @@ from megaspec.parallel.initializers import (
     ones_init,
     padded_rows_init,
     scaled_normal_init,
+    uniform_init,
     zeros_init,
 )
 from megaspec.parallel.linear import (
@@ -75,6 +76,7 @@ __all__ = [
     "sequence_parallel_replicated",
     "shard_of_full",
     "sharding_of",
+    "uniform_init",
     "vocab_parallel_cross_entropy",
     "zeros_init",
 ]

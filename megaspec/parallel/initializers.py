@@ -37,6 +37,17 @@ def scaled_normal_init(std: float, num_layers: int) -> InitMethod:
     return normal_init(std / math.sqrt(2.0 * num_layers))
 
 
+def uniform_init(low: float, high: float) -> InitMethod:
+    """Uniform distribution on ``[low, high)``."""
+    if not low < high:
+        raise ValueError(f"uniform_init: low ({low}) must be less than high ({high})")
+
+    def init(tensor: Tensor) -> None:
+        torch.nn.init.uniform_(tensor, low, high)
+
+    return init
+
+
 def zeros_init() -> InitMethod:
     """All zeros (biases)."""
 

@@ -1,0 +1,145 @@
+"""The resolution pipeline, YAML files and command-line overrides.
+
+``resolve(cls, pretrained=..., files=[...], overrides=[...])`` is a pure function:
+
+    class defaults -> pretrained config -> YAML files (in order) -> overrides (in order)
+    -> derived values and validation -> immutable resolved config
+
+Each step overrides the earlier ones (see :mod:`megaspec.config.schema` for how a nested
+mapping, a config object and a ``type:`` change apply). YAML is read with ``yaml.safe_load``
+only: a config can never construct Python objects or run code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from megaspec.config.schema import (
+    Config,
+    ConfigError,
+    ConfigT,
+    deferred_validation,
+    from_data,
+    to_data,
+    update,
+    validate_tree,
+)
+
+FORMAT_VERSION = 1
+FORMAT_KEY = "format_version"
+_PATH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+Override = str | Mapping[str, Any]
+"""A command-line override ``dotted.path=yaml_value`` or a nested mapping."""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, read with the safe loader.
+
+    Raises:
+        ConfigError: for a syntax error (with line and column), or a file whose top level is
+            not a mapping.
+    """
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError("", f"{path}: YAML syntax error{where}: {error.problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("", f"{path}: YAML error: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.decoder.block.mixer.num_heads=8"`` as ``{"model": {...: {"num_heads": 8}}}``.
+
+    The value is parsed as YAML (``8`` is an int, ``true`` a bool, ``[a, b]`` a list,
+    ``{type: conv}`` a mapping).
+
+    Raises:
+        ConfigError: for a malformed override.
+    """
+    path, separator, value_text = text.partition("=")
+    path = path.strip()
+    if not separator or not _PATH_PATTERN.match(path):
+        raise ConfigError(
+            "", f"malformed override {text!r}: expected dotted.path=value, e.g. model.hidden_size=512"
+        )
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(path, f"malformed override value {value_text!r}: not valid YAML") from None
+    for name in reversed(path.split(".")):
+        value = {name: value}
+    assert isinstance(value, dict)
+    return value
+
+
+def resolve(
+    cls: type[ConfigT],
+    *,
+    pretrained: ConfigT | str | Path | None = None,
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[Override] = (),
+) -> ConfigT:
+    """Resolve a config of ``cls`` (see the module docstring).
+
+    ``pretrained`` is a config object or a saved config file; only its explicitly set fields
+    take part, so they can be overridden like any other layer.
+
+    Raises:
+        ConfigError: naming the full dotted path of the first bad value.
+    """
+    # Intermediate layers need not be valid on their own (a YAML file may name a block that
+    # an override defines); the result is validated once, at the end.
+    with deferred_validation():
+        config = from_data(cls, {})
+        if pretrained is not None:
+            data = to_data(pretrained) if isinstance(pretrained, Config) else read_saved(pretrained)
+            config = update(config, data)
+        for path in files:
+            config = update(config, load_yaml(path))
+        for override in overrides:
+            layer: Mapping[str, Any] = (
+                parse_override(override) if isinstance(override, str) else override
+            )
+            config = update(config, layer)
+    validate_tree(config)
+    return config
+
+
+def read_saved(path: str | Path) -> dict[str, Any]:
+    """The explicit data of a config saved by :func:`save`, its format version checked.
+
+    Raises:
+        ConfigError: for a missing or unsupported format version.
+    """
+    data = load_yaml(path)
+    version = data.pop(FORMAT_KEY, None)
+    if version != FORMAT_VERSION:
+        raise ConfigError(
+            FORMAT_KEY, f"{path}: expected format version {FORMAT_VERSION}, got {version!r}"
+        )
+    return data
+
+
+def save(config: Config, path: str | Path) -> None:
+    """Write the explicitly set fields of ``config`` (and the format version) as YAML."""
+    data = {FORMAT_KEY: FORMAT_VERSION, **to_data(config)}
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def load(cls: type[ConfigT], path: str | Path) -> ConfigT:
+    """Load and resolve a config saved by :func:`save`."""
+    return resolve(cls, pretrained=path)
