@@ -135,7 +135,8 @@ class NormBuilder(Protocol):
 
     ``sharded_input`` is true when each tensor-parallel rank normalises different data
     (a slice of the sequence under sequence parallelism, or its own attention heads), so the
-    gradients of replicated weights must be summed over ranks.
+    gradients of replicated weights must be summed over ranks. ``init_method`` fills the
+    scale (the parent passes ones).
     """
 
     def __call__(
@@ -145,6 +146,7 @@ class NormBuilder(Protocol):
         config: TransformerConfig,
         groups: ParallelGroups,
         sharded_input: bool,
+        init_method: InitMethod,
     ) -> Norm: ...
 
 

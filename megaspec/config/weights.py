@@ -145,9 +145,14 @@ def configured_norm(builder: NormBuilder, weight: WeightConfig, lr_scale: float)
         config: TransformerConfig,
         groups: ParallelGroups,
         sharded_input: bool,
+        init_method: InitMethod,
     ) -> Norm:
         norm = builder(
-            hidden_size=hidden_size, config=config, groups=groups, sharded_input=sharded_input
+            hidden_size=hidden_size,
+            config=config,
+            groups=groups,
+            sharded_input=sharded_input,
+            init_method=weight.init_method(init_method, config),
         )
         weight.tag(norm, owner="norm", lr_scale=lr_scale, apply_peft=False)
         return norm

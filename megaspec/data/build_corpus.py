@@ -25,15 +25,23 @@ from pathlib import Path
 MODULES: tuple[str, ...] = (
     "abc", "argparse", "base64", "bisect", "collections", "contextlib", "copy",
     "dataclasses", "difflib", "fractions", "functools", "getopt", "gettext", "glob",
-    "heapq", "hmac", "json", "numbers", "optparse", "pprint", "queue", "random", "shlex",
+    "heapq", "hmac", "json", "numbers", "pprint", "queue", "random", "shlex",
     "statistics", "string", "tempfile", "textwrap", "timeit", "tokenize", "uuid",
-    "warnings",
+    "warnings", "weakref",
 )  # fmt: skip
 """Modules whose documentation goes into the corpus, in this order."""
 
 DROPPED_SECTIONS = frozenset({"FILE", "MODULE REFERENCE"})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 DEFAULT_OUTPUT = Path(__file__).with_name("corpus.txt")
+
+
+class _PlainText(pydoc.TextDoc):
+    """pydoc's text renderer without backspace overstriking (what ``pydoc.plaintext`` is;
+    typeshed does not declare that instance, so mypy cannot see it)."""
+
+    def bold(self, text: str) -> str:
+        return text
 
 
 def licence_text() -> str:
@@ -53,7 +61,7 @@ def module_documentation(name: str) -> str:
     Raises:
         ImportError: if the module cannot be imported.
     """
-    page = pydoc.render_doc(importlib.import_module(name), renderer=pydoc.plaintext)
+    page = pydoc.render_doc(importlib.import_module(name), renderer=_PlainText())
     kept: list[str] = []
     dropping = False
     for line in page.splitlines():

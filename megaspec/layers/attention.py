@@ -18,7 +18,7 @@ from megaspec.builders import (
 )
 from megaspec.context import LayerContext
 from megaspec.layers.slots import checked_child
-from megaspec.parallel import ParallelGroups, normal_init, scaled_normal_init
+from megaspec.parallel import ParallelGroups, normal_init, ones_init, scaled_normal_init
 from megaspec.transformer_config import AttentionConfig, TransformerConfig
 
 
@@ -161,7 +161,13 @@ class SelfAttention(nn.Module):
         if builder is None:
             return None
         # Each rank normalises its own heads: the shared scale's gradient is summed over ranks.
-        norm = builder(hidden_size=self.head_dim, config=config, groups=groups, sharded_input=True)
+        norm = builder(
+            hidden_size=self.head_dim,
+            config=config,
+            groups=groups,
+            sharded_input=True,
+            init_method=ones_init(),
+        )
         return checked_child(norm, owner=owner, slot=slot, builder=builder)
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from megaspec.parallel import ParallelGroups, new_sharded_parameter, ones_init, zeros_init
+from megaspec.parallel import InitMethod, ParallelGroups, new_sharded_parameter, zeros_init
 from megaspec.parallel.linear import sequence_parallel_replicated
 from megaspec.transformer_config import TransformerConfig
 
@@ -13,7 +13,8 @@ from megaspec.transformer_config import TransformerConfig
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale: ``x / rms(x) * weight``.
 
-    Shapes: ``[..., hidden_size] -> [..., hidden_size]``. ``eps`` is ``config.norm_epsilon``.
+    Shapes: ``[..., hidden_size] -> [..., hidden_size]``. ``eps`` is ``config.norm_epsilon``;
+    ``init_method`` fills ``weight`` (ones from the standard parents).
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class RMSNorm(nn.Module):
         config: TransformerConfig,
         groups: ParallelGroups,
         sharded_input: bool,
+        init_method: InitMethod,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
@@ -30,7 +32,7 @@ class RMSNorm(nn.Module):
         self.groups = groups
         self.sharded_input = sharded_input
         self.weight = new_sharded_parameter(
-            (hidden_size,), None, ones_init(), groups, dtype=config.params_dtype
+            (hidden_size,), None, init_method, groups, dtype=config.params_dtype
         )
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -53,6 +55,7 @@ class LayerNorm(nn.Module):
         config: TransformerConfig,
         groups: ParallelGroups,
         sharded_input: bool,
+        init_method: InitMethod,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
@@ -60,7 +63,7 @@ class LayerNorm(nn.Module):
         self.groups = groups
         self.sharded_input = sharded_input
         dtype = config.params_dtype
-        self.weight = new_sharded_parameter((hidden_size,), None, ones_init(), groups, dtype=dtype)
+        self.weight = new_sharded_parameter((hidden_size,), None, init_method, groups, dtype=dtype)
         self.bias = new_sharded_parameter((hidden_size,), None, zeros_init(), groups, dtype=dtype)
 
     def forward(self, hidden: Tensor) -> Tensor:

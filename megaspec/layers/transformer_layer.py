@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from megaspec.builders import LayerBuilder, MixerBuilder, MlpBuilder, Norm, NormBuilder
 from megaspec.context import LayerContext
 from megaspec.layers.slots import checked_child, checked_output, describe_builder
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import ParallelGroups, ones_init
 from megaspec.transformer_config import TransformerConfig
 
 
@@ -82,6 +82,7 @@ class TransformerLayer(nn.Module):
             config=config,
             groups=groups,
             sharded_input=config.sequence_parallel,
+            init_method=ones_init(),
         )
         return checked_child(norm, owner=self._owner, slot=slot, builder=builder)
 

@@ -17,6 +17,7 @@ from megaspec.parallel import (
     column_parallel_matmul,
     gather_from_tensor_parallel_region,
     normal_init,
+    ones_init,
     padded_rows_init,
     padded_vocab_size,
     vocab_parallel_cross_entropy,
@@ -87,6 +88,7 @@ class GPTModel(nn.Module):
                 config=config,
                 groups=groups,
                 sharded_input=config.sequence_parallel,
+                init_method=ones_init(),
             ),
             owner="GPTModel", slot="final_norm", builder=submodules.final_norm,
         )

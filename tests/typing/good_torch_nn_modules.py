@@ -9,16 +9,24 @@ from dataclasses import replace
 import torch
 
 from megaspec.backends import torch as torch_backend
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import InitMethod, ParallelGroups
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 
 
 def torch_rms_norm(
-    *, hidden_size: int, config: TransformerConfig, groups: ParallelGroups, sharded_input: bool
+    *,
+    hidden_size: int,
+    config: TransformerConfig,
+    groups: ParallelGroups,
+    sharded_input: bool,
+    init_method: InitMethod,
 ) -> torch.nn.RMSNorm:
     if sharded_input and groups.tensor_size > 1:
         raise ValueError("torch.nn.RMSNorm does not sum its gradients over tensor-parallel ranks")
-    return torch.nn.RMSNorm(hidden_size, eps=config.norm_epsilon, dtype=config.params_dtype)
+    norm = torch.nn.RMSNorm(hidden_size, eps=config.norm_epsilon, dtype=config.params_dtype)
+    with torch.no_grad():
+        init_method(norm.weight)
+    return norm
 
 
 llama = torch_backend.llama_layer_submodules(
