@@ -97,6 +97,7 @@ class CausalConvMixer(nn.Module):
         ) -> CausalConvMixer:
             return cls(config=config, groups=groups, layer_index=layer_index, conv=conv)
 
+        build.__qualname__ = f"{cls.__qualname__}.as_mixer_submodule(...)"
         return build
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:

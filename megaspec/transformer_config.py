@@ -89,6 +89,8 @@ class AttentionConfig:
                 f"AttentionConfig.num_query_groups ({groups}) must be positive and divide "
                 f"num_heads ({self.num_heads})"
             )
+        if self.head_dim is not None and self.head_dim <= 0:
+            raise ValueError(f"AttentionConfig.head_dim must be positive, got {self.head_dim}")
         if not 0.0 <= self.rotary_fraction <= 1.0:
             raise ValueError(
                 f"AttentionConfig.rotary_fraction must lie in [0, 1], got {self.rotary_fraction}"

@@ -10,7 +10,14 @@ from megaspec.layers.attention import (
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.mlp import MLP, MlpSubmodules
 from megaspec.layers.norms import LayerNorm, RMSNorm
-from megaspec.layers.slots import checked_child, checked_module, checked_output, describe_builder
+from megaspec.layers.slots import (
+    SlotBuildError,
+    building_slot,
+    checked_child,
+    checked_module,
+    checked_output,
+    describe_builder,
+)
 from megaspec.layers.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
 __all__ = [
@@ -24,8 +31,10 @@ __all__ = [
     "SelfAttention",
     "SelfAttentionSubmodules",
     "TransformerLayer",
+    "SlotBuildError",
     "TransformerLayerSubmodules",
     "apply_rotary",
+    "building_slot",
     "checked_child",
     "checked_module",
     "checked_output",

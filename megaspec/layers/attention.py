@@ -17,7 +17,7 @@ from megaspec.builders import (
     RowLinearBuilder,
 )
 from megaspec.context import LayerContext
-from megaspec.layers.slots import checked_child
+from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, ones_init, scaled_normal_init
 from megaspec.transformer_config import AttentionConfig, TransformerConfig
 
@@ -106,49 +106,57 @@ class SelfAttention(nn.Module):
                     f"SelfAttention (layer {layer_index}): {name} ({count}) is not divisible by "
                     f"the tensor-parallel size ({tp})"
                 )
-        self.head_dim = attention.resolved_head_dim(config.hidden_size)
+        try:
+            self.head_dim = attention.resolved_head_dim(config.hidden_size)
+        except ValueError as error:
+            raise ValueError(f"SelfAttention (layer {layer_index}): {error}") from None
         self.heads_per_group = attention.num_heads // attention.query_groups
         self.local_groups = attention.query_groups // tp
         self.local_heads = attention.num_heads // tp
         self.rotary_dim = rotary_dim(self.head_dim, attention.rotary_fraction)
+        if attention.rotary_fraction > 0 and self.rotary_dim == 0:
+            raise ValueError(
+                f"SelfAttention (layer {layer_index}): rotary_fraction {attention.rotary_fraction} "
+                f"of head_dim {self.head_dim} rotates no dimension; use 0 to disable RoPE"
+            )
         self.rotary_base = attention.rotary_base
         owner = f"SelfAttention (layer {layer_index})"
         qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
-        self.linear_qkv = checked_child(
-            submodules.linear_qkv(
-                input_size=config.hidden_size,
-                output_size=qkv_size,
-                groups=groups,
-                init_method=normal_init(config.init_std),
-                bias=attention.bias,
-                gather_output=False,
-                sequence_parallel=config.sequence_parallel,
-                stacked_parts=1,
-                params_dtype=config.params_dtype,
-            ),
-            owner=owner, slot="linear_qkv", builder=submodules.linear_qkv,
-        )
+        with building_slot(owner=owner, slot="linear_qkv", builder=submodules.linear_qkv) as slot:
+            self.linear_qkv = slot.checked(
+                submodules.linear_qkv(
+                    input_size=config.hidden_size,
+                    output_size=qkv_size,
+                    groups=groups,
+                    init_method=normal_init(config.init_std),
+                    bias=attention.bias,
+                    gather_output=False,
+                    sequence_parallel=config.sequence_parallel,
+                    stacked_parts=1,
+                    params_dtype=config.params_dtype,
+                )
+            )
         self.q_norm = self._build_head_norm(submodules.q_norm, "q_norm", owner, config, groups)
         self.k_norm = self._build_head_norm(submodules.k_norm, "k_norm", owner, config, groups)
-        self.core_attention = checked_child(
-            submodules.core_attention(
-                config=config, attention=attention, groups=groups, layer_index=layer_index
-            ),
-            owner=owner, slot="core_attention", builder=submodules.core_attention,
-        )
-        self.linear_proj = checked_child(
-            submodules.linear_proj(
-                input_size=attention.num_heads * self.head_dim,
-                output_size=config.hidden_size,
-                groups=groups,
-                init_method=scaled_normal_init(config.init_std, config.num_layers),
-                bias=attention.bias,
-                input_is_parallel=True,
-                sequence_parallel=config.sequence_parallel,
-                params_dtype=config.params_dtype,
-            ),
-            owner=owner, slot="linear_proj", builder=submodules.linear_proj,
-        )
+        with building_slot(owner=owner, slot="core_attention", builder=submodules.core_attention) as slot:
+            self.core_attention = slot.checked(
+                submodules.core_attention(
+                    config=config, attention=attention, groups=groups, layer_index=layer_index
+                )
+            )
+        with building_slot(owner=owner, slot="linear_proj", builder=submodules.linear_proj) as slot:
+            self.linear_proj = slot.checked(
+                submodules.linear_proj(
+                    input_size=attention.num_heads * self.head_dim,
+                    output_size=config.hidden_size,
+                    groups=groups,
+                    init_method=scaled_normal_init(config.init_std, config.num_layers),
+                    bias=attention.bias,
+                    input_is_parallel=True,
+                    sequence_parallel=config.sequence_parallel,
+                    params_dtype=config.params_dtype,
+                )
+            )
 
     def _build_head_norm(
         self,
@@ -161,14 +169,16 @@ class SelfAttention(nn.Module):
         if builder is None:
             return None
         # Each rank normalises its own heads: the shared scale's gradient is summed over ranks.
-        norm = builder(
-            hidden_size=self.head_dim,
-            config=config,
-            groups=groups,
-            sharded_input=True,
-            init_method=ones_init(),
-        )
-        return checked_child(norm, owner=owner, slot=slot, builder=builder)
+        with building_slot(owner=owner, slot=slot, builder=builder) as building:
+            return building.checked(
+                builder(
+                    hidden_size=self.head_dim,
+                    config=config,
+                    groups=groups,
+                    sharded_input=True,
+                    init_method=ones_init(),
+                )
+            )
 
     @classmethod
     def as_mixer_submodule(

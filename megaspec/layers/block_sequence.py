@@ -9,7 +9,12 @@ from torch import Tensor, nn
 
 from megaspec.builders import LayerBuilder
 from megaspec.context import LayerContext
-from megaspec.layers.slots import checked_module, checked_output, describe_builder
+from megaspec.layers.slots import (
+    building_slot,
+    checked_module,
+    checked_output,
+    describe_builder,
+)
 from megaspec.parallel import ParallelGroups
 from megaspec.transformer_config import TransformerConfig
 
@@ -35,6 +40,8 @@ class BlockSequenceSpec:
     num_layers: int
 
     def __post_init__(self) -> None:
+        # Keep an immutable copy: a list changed after validation must not change the spec.
+        object.__setattr__(self, "pattern", tuple(self.pattern))
         if len(self.pattern) == 0:
             raise ValueError("BlockSequenceSpec: pattern is empty")
         length = self.pattern_length
@@ -91,16 +98,15 @@ class BlockSequence(nn.Module):
                 f"config.num_layers is {config.num_layers}"
             )
         builders = spec.layer_builders()
+        # The spec is frozen and validated; this guards the invariant the whole design rests on.
+        assert len(builders) == spec.num_layers, (len(builders), spec.num_layers)
         self._builder_names = [describe_builder(builder) for builder in builders]
-        self.layers = nn.ModuleList(
-            checked_module(
-                builder(config=config, groups=groups, layer_index=first_layer_index + offset),
-                owner="BlockSequence",
-                slot=f"layers[{offset}]",
-                builder=builder,
-            )
-            for offset, builder in enumerate(builders)
-        )
+        self.layers = nn.ModuleList()
+        for offset, builder in enumerate(builders):
+            slot = f"layers[{offset}]"
+            with building_slot(owner="BlockSequence", slot=slot, builder=builder):
+                layer = builder(config=config, groups=groups, layer_index=first_layer_index + offset)
+            self.layers.append(checked_module(layer, owner="BlockSequence", slot=slot, builder=builder))
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
         for offset, layer in enumerate(self.layers):

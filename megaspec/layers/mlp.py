@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from megaspec.builders import ColumnLinearBuilder, MlpBuilder, RowLinearBuilder
-from megaspec.layers.slots import checked_child
+from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, scaled_normal_init
 from megaspec.transformer_config import MlpConfig, TransformerConfig
 
@@ -51,33 +51,33 @@ class MLP(nn.Module):
         self.gated = mlp.gated
         parts = 2 if mlp.gated else 1
         owner = f"MLP (layer {layer_index})"
-        self.linear_fc1 = checked_child(
-            submodules.linear_fc1(
-                input_size=config.hidden_size,
-                output_size=parts * mlp.ffn_hidden_size,
-                groups=groups,
-                init_method=normal_init(config.init_std),
-                bias=mlp.bias,
-                gather_output=False,
-                sequence_parallel=config.sequence_parallel,
-                stacked_parts=parts,
-                params_dtype=config.params_dtype,
-            ),
-            owner=owner, slot="linear_fc1", builder=submodules.linear_fc1,
-        )
-        self.linear_fc2 = checked_child(
-            submodules.linear_fc2(
-                input_size=mlp.ffn_hidden_size,
-                output_size=config.hidden_size,
-                groups=groups,
-                init_method=scaled_normal_init(config.init_std, config.num_layers),
-                bias=mlp.bias,
-                input_is_parallel=True,
-                sequence_parallel=config.sequence_parallel,
-                params_dtype=config.params_dtype,
-            ),
-            owner=owner, slot="linear_fc2", builder=submodules.linear_fc2,
-        )
+        with building_slot(owner=owner, slot="linear_fc1", builder=submodules.linear_fc1) as slot:
+            self.linear_fc1 = slot.checked(
+                submodules.linear_fc1(
+                    input_size=config.hidden_size,
+                    output_size=parts * mlp.ffn_hidden_size,
+                    groups=groups,
+                    init_method=normal_init(config.init_std),
+                    bias=mlp.bias,
+                    gather_output=False,
+                    sequence_parallel=config.sequence_parallel,
+                    stacked_parts=parts,
+                    params_dtype=config.params_dtype,
+                )
+            )
+        with building_slot(owner=owner, slot="linear_fc2", builder=submodules.linear_fc2) as slot:
+            self.linear_fc2 = slot.checked(
+                submodules.linear_fc2(
+                    input_size=mlp.ffn_hidden_size,
+                    output_size=config.hidden_size,
+                    groups=groups,
+                    init_method=scaled_normal_init(config.init_std, config.num_layers),
+                    bias=mlp.bias,
+                    input_is_parallel=True,
+                    sequence_parallel=config.sequence_parallel,
+                    params_dtype=config.params_dtype,
+                )
+            )
 
     @classmethod
     def as_mlp_submodule(cls, mlp: MlpConfig, submodules: MlpSubmodules) -> MlpBuilder:

@@ -4,6 +4,7 @@ output shape) fails loudly, naming the slot and the builder."""
 from __future__ import annotations
 
 import functools
+from types import TracebackType
 from typing import TypeVar
 
 from torch import Tensor, nn
@@ -14,7 +15,9 @@ Child = TypeVar("Child")
 def describe_builder(builder: object) -> str:
     """A readable name for a builder: ``MLP.as_mlp_submodule(...)``, ``partial(MyMLP, ...)``."""
     if isinstance(builder, functools.partial):
-        keywords = ", ".join(f"{key}={value!r}" for key, value in builder.keywords.items())
+        keywords = ", ".join(
+            f"{key}={_short_repr(value)}" for key, value in builder.keywords.items()
+        )
         inner = describe_builder(builder.func)
         return f"functools.partial({inner}{', ' if keywords else ''}{keywords})"
     qualname = getattr(builder, "__qualname__", None)
@@ -23,19 +26,32 @@ def describe_builder(builder: object) -> str:
     return repr(builder)
 
 
+class SlotBuildError(TypeError):
+    """A slot's builder failed: it returned a non-module, or raised a ``TypeError``."""
+
+
+def _short_repr(value: object) -> str:
+    # Numbers and strings read well; configs and functions are named by their type.
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return repr(value)
+    name = getattr(value, "__qualname__", None)
+    return name if isinstance(name, str) else f"<{type(value).__name__}>"
+
+
 def checked_module(child: object, *, owner: str, slot: str, builder: object) -> nn.Module:
     """Return ``child`` if it is an ``nn.Module``, else raise naming the slot and builder.
 
     Raises:
-        TypeError: if ``child`` is not a ``torch.nn.Module`` or defines no ``forward``.
+        SlotBuildError: (a ``TypeError``) if ``child`` is not a ``torch.nn.Module`` or
+            defines no ``forward``.
     """
     if not isinstance(child, nn.Module):
-        raise TypeError(
+        raise SlotBuildError(
             f"{owner}: builder {describe_builder(builder)} for slot '{slot}' returned "
             f"{type(child).__name__}, expected a torch.nn.Module"
         )
     if type(child).forward is nn.Module.forward:
-        raise TypeError(
+        raise SlotBuildError(
             f"{owner}: builder {describe_builder(builder)} for slot '{slot}' returned "
             f"{type(child).__name__}, which defines no forward"
         )
@@ -66,3 +82,40 @@ def checked_output(output: object, expected: Tensor, *, owner: str, slot: str, b
             f"expected {tuple(expected.shape)}"
         )
     return output
+
+
+class building_slot:  # noqa: N801 - used like a function: `with building_slot(...) as slot:`
+    """Context for calling one slot's builder: names the slot and builder in every failure.
+
+    A ``TypeError`` raised while building (e.g. a ``functools.partial`` that left a required
+    keyword unbound, which mypy cannot see) is re-raised as :class:`SlotBuildError` naming
+    the owner, slot and builder; :meth:`checked` applies :func:`checked_child`::
+
+        with building_slot(owner="MLP (layer 3)", slot="linear_fc1", builder=builder) as slot:
+            self.linear_fc1 = slot.checked(builder(...))
+    """
+
+    def __init__(self, *, owner: str, slot: str, builder: object) -> None:
+        self.owner = owner
+        self.slot = slot
+        self.builder = builder
+
+    def __enter__(self) -> building_slot:
+        return self
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # An error already naming an inner slot is the more precise one: pass it on.
+        if isinstance(error, TypeError) and not isinstance(error, SlotBuildError):
+            raise SlotBuildError(
+                f"{self.owner}: building slot '{self.slot}' with "
+                f"{describe_builder(self.builder)} failed: {error}"
+            ) from error
+
+    def checked(self, child: Child) -> Child:
+        """:func:`checked_child` for this slot."""
+        return checked_child(child, owner=self.owner, slot=self.slot, builder=self.builder)

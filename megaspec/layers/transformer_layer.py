@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from megaspec.builders import LayerBuilder, MixerBuilder, MlpBuilder, Norm, NormBuilder
 from megaspec.context import LayerContext
-from megaspec.layers.slots import checked_child, checked_output, describe_builder
+from megaspec.layers.slots import building_slot, checked_output, describe_builder
 from megaspec.parallel import ParallelGroups, ones_init
 from megaspec.transformer_config import TransformerConfig
 
@@ -57,18 +57,18 @@ class TransformerLayer(nn.Module):
         }
         norm_args = (config, groups)
         self.input_norm = self._build_norm(submodules.input_norm, "input_norm", *norm_args)
-        self.mixer = checked_child(
-            submodules.mixer(config=config, groups=groups, layer_index=layer_index),
-            owner=self._owner, slot="mixer", builder=submodules.mixer,
-        )
+        with building_slot(owner=self._owner, slot="mixer", builder=submodules.mixer) as slot:
+            self.mixer = slot.checked(
+                submodules.mixer(config=config, groups=groups, layer_index=layer_index)
+            )
         self.post_mixer_norm = self._build_optional_norm(
             submodules.post_mixer_norm, "post_mixer_norm", *norm_args
         )
         self.pre_mlp_norm = self._build_norm(submodules.pre_mlp_norm, "pre_mlp_norm", *norm_args)
-        self.mlp = checked_child(
-            submodules.mlp(config=config, groups=groups, layer_index=layer_index),
-            owner=self._owner, slot="mlp", builder=submodules.mlp,
-        )
+        with building_slot(owner=self._owner, slot="mlp", builder=submodules.mlp) as slot:
+            self.mlp = slot.checked(
+                submodules.mlp(config=config, groups=groups, layer_index=layer_index)
+            )
         self.post_mlp_norm = self._build_optional_norm(
             submodules.post_mlp_norm, "post_mlp_norm", *norm_args
         )
@@ -77,14 +77,16 @@ class TransformerLayer(nn.Module):
         self, builder: NormBuilder, slot: str, config: TransformerConfig, groups: ParallelGroups
     ) -> Norm:
         # Under sequence parallelism each rank normalises its own slice of the sequence.
-        norm = builder(
-            hidden_size=config.hidden_size,
-            config=config,
-            groups=groups,
-            sharded_input=config.sequence_parallel,
-            init_method=ones_init(),
-        )
-        return checked_child(norm, owner=self._owner, slot=slot, builder=builder)
+        with building_slot(owner=self._owner, slot=slot, builder=builder) as building:
+            return building.checked(
+                builder(
+                    hidden_size=config.hidden_size,
+                    config=config,
+                    groups=groups,
+                    sharded_input=config.sequence_parallel,
+                    init_method=ones_init(),
+                )
+            )
 
     def _build_optional_norm(
         self, builder: NormBuilder | None, slot: str, config: TransformerConfig, groups: ParallelGroups

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from megaspec.builders import ColumnLinear, ColumnLinearBuilder, EmbeddingBuilder, NormBuilder
 from megaspec.context import LayerContext
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
-from megaspec.layers.slots import checked_child
+from megaspec.layers.slots import building_slot
 from megaspec.parallel import (
     ParallelGroups,
     VocabParallelEmbedding,
@@ -70,44 +70,44 @@ class GPTModel(nn.Module):
         self.padded_vocab_size = padded_vocab_size(vocab_size, groups, VOCAB_PADDING_MULTIPLE)
         self.tie_embeddings = tie_embeddings
         vocab_init = padded_rows_init(normal_init(config.init_std), vocab_size)
-        self.embedding = checked_child(
-            submodules.embedding(
-                num_embeddings=self.padded_vocab_size,
-                embedding_dim=config.hidden_size,
-                groups=groups,
-                init_method=vocab_init,
-                sequence_parallel=config.sequence_parallel,
-                params_dtype=config.params_dtype,
-            ),
-            owner="GPTModel", slot="embedding", builder=submodules.embedding,
-        )
-        self.blocks = BlockSequence(config=config, groups=groups, spec=submodules.blocks)
-        self.final_norm = checked_child(
-            submodules.final_norm(
-                hidden_size=config.hidden_size,
-                config=config,
-                groups=groups,
-                sharded_input=config.sequence_parallel,
-                init_method=ones_init(),
-            ),
-            owner="GPTModel", slot="final_norm", builder=submodules.final_norm,
-        )
-        self.output_layer: ColumnLinear | None = None
-        if not tie_embeddings:
-            self.output_layer = checked_child(
-                submodules.output_layer(
-                    input_size=config.hidden_size,
-                    output_size=self.padded_vocab_size,
+        with building_slot(owner="GPTModel", slot="embedding", builder=submodules.embedding) as slot:
+            self.embedding = slot.checked(
+                submodules.embedding(
+                    num_embeddings=self.padded_vocab_size,
+                    embedding_dim=config.hidden_size,
                     groups=groups,
                     init_method=vocab_init,
-                    bias=False,
-                    gather_output=False,
                     sequence_parallel=config.sequence_parallel,
-                    stacked_parts=1,
                     params_dtype=config.params_dtype,
-                ),
-                owner="GPTModel", slot="output_layer", builder=submodules.output_layer,
+                )
             )
+        self.blocks = BlockSequence(config=config, groups=groups, spec=submodules.blocks)
+        with building_slot(owner="GPTModel", slot="final_norm", builder=submodules.final_norm) as slot:
+            self.final_norm = slot.checked(
+                submodules.final_norm(
+                    hidden_size=config.hidden_size,
+                    config=config,
+                    groups=groups,
+                    sharded_input=config.sequence_parallel,
+                    init_method=ones_init(),
+                )
+            )
+        self.output_layer: ColumnLinear | None = None
+        if not tie_embeddings:
+            with building_slot(owner="GPTModel", slot="output_layer", builder=submodules.output_layer) as slot:
+                self.output_layer = slot.checked(
+                    submodules.output_layer(
+                        input_size=config.hidden_size,
+                        output_size=self.padded_vocab_size,
+                        groups=groups,
+                        init_method=vocab_init,
+                        bias=False,
+                        gather_output=False,
+                        sequence_parallel=config.sequence_parallel,
+                        stacked_parts=1,
+                        params_dtype=config.params_dtype,
+                    )
+                )
 
     def forward(
         self,
@@ -167,7 +167,7 @@ class GPTModel(nn.Module):
         """A short, human-readable description of what was built (``print(model)`` has all)."""
         local = sum(parameter.numel() for parameter in self.parameters())
         lines = [
-            f"GPTModel: {self.config.num_layers} layers, hidden {self.config.hidden_size}, "
+            f"GPTModel: {len(self.blocks.layers)} layers, hidden {self.config.hidden_size}, "
             f"tensor-parallel size {self.groups.tensor_size}"
             f"{', sequence parallel' if self.config.sequence_parallel else ''}",
             f"  parameters on this rank: {local:,}",

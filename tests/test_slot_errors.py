@@ -1,0 +1,74 @@
+"""Failures mypy cannot see are named at run time: slot, builder and layer."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import pytest
+
+from megaspec.backends import torch as torch_backend
+from megaspec.layers import MLP, BlockSequenceSpec, SlotBuildError, TransformerLayer
+from megaspec.models import GPTModel
+from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
+
+ATTENTION = AttentionConfig(num_heads=4)
+MLP_SETTINGS = MlpConfig(ffn_hidden_size=64)
+
+
+def build(layer_spec: BlockSequenceSpec, num_layers: int = 1) -> GPTModel:
+    return GPTModel(
+        config=TransformerConfig(hidden_size=32, num_layers=num_layers),
+        vocab_size=128,
+        submodules=torch_backend.gpt_submodules(layer_spec),
+    )
+
+
+def test_partial_missing_a_keyword_names_the_slot_and_builder() -> None:
+    # mypy accepts a partial that leaves a required keyword unbound; the build names it.
+    llama = torch_backend.llama_layer_submodules(ATTENTION, MLP_SETTINGS)
+    incomplete = functools.partial(MLP, mlp=MLP_SETTINGS)
+    layer = TransformerLayer.as_layer_submodule(replace(llama, mlp=incomplete))
+    with pytest.raises(SlotBuildError) as error:
+        build(BlockSequenceSpec(pattern=[layer], num_layers=1))
+    assert str(error.value) == (
+        "TransformerLayer (layer 0): building slot 'mlp' with functools.partial(MLP, "
+        "mlp=<MlpConfig>) failed: MLP.__init__() missing 1 required keyword-only argument: "
+        "'submodules'"
+    )
+
+
+def test_pattern_list_changed_after_validation_does_not_change_the_spec() -> None:
+    layer = torch_backend.llama_layer(ATTENTION, MLP_SETTINGS)
+    pattern = [layer, layer, layer]
+    spec = BlockSequenceSpec(pattern=pattern, num_layers=6)
+    pattern.append(layer)
+    model = build(spec, num_layers=6)
+    assert len(model.blocks.layers) == 6
+    assert model.summary().startswith("GPTModel: 6 layers")
+
+
+def test_head_dim_must_be_positive() -> None:
+    with pytest.raises(ValueError) as error:
+        AttentionConfig(num_heads=4, head_dim=0)
+    assert str(error.value) == "AttentionConfig.head_dim must be positive, got 0"
+
+
+def test_rotary_fraction_rotating_nothing_is_an_error() -> None:
+    attention = AttentionConfig(num_heads=4, head_dim=8, rotary_fraction=0.1)
+    with pytest.raises(ValueError) as error:
+        build(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
+    assert str(error.value) == (
+        "SelfAttention (layer 0): rotary_fraction 0.1 of head_dim 8 rotates no dimension; "
+        "use 0 to disable RoPE"
+    )
+
+
+def test_head_divisibility_error_names_the_layer() -> None:
+    attention = AttentionConfig(num_heads=5)
+    with pytest.raises(ValueError) as error:
+        build(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
+    assert str(error.value) == (
+        "SelfAttention (layer 0): hidden_size (32) is not divisible by num_heads (5); "
+        "set AttentionConfig.head_dim explicitly"
+    )
