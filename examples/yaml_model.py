@@ -77,9 +77,8 @@ def train(config: RunConfig, steps: int) -> list[float]:
 
 
 def main(arguments: list[str] | None = None) -> None:
-    config = resolve_run(sys.argv[1:] if arguments is None else arguments)
-    train(config, steps=20)
+    train(resolve_run(arguments or []), steps=20)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
