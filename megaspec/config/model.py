@@ -6,18 +6,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from megaspec.builders import ColumnLinear, ColumnLinearBuilder, Embedding, EmbeddingBuilder
+from megaspec.builders import Embedding, EmbeddingBuilder
 from megaspec.config.blocks import BlockSequenceConfig, RepeatSequenceConfig
 from megaspec.config.schema import Config, ConfigError, join_path
 from megaspec.config.slots import NormConfig, RMSNormConfig
-from megaspec.config.weights import WeightConfig
+from megaspec.config.weights import LinearConfig, WeightConfig, configured_column_linear
 from megaspec.models import GPTModel, GPTSubmodules
 from megaspec.parallel import (
     ColumnParallelLinear,
     InitMethod,
     ParallelGroups,
     VocabParallelEmbedding,
-    padded_rows_init,
 )
 from megaspec.parameter_settings import tag_module_parameters
 from megaspec.transformer_config import TransformerConfig
@@ -39,7 +38,7 @@ class ModelConfig(Config):
     decoder: BlockSequenceConfig = field(default_factory=RepeatSequenceConfig)
     final_norm: NormConfig = field(default_factory=RMSNormConfig)
     embedding: WeightConfig = field(default_factory=WeightConfig)
-    output_layer: WeightConfig = field(default_factory=WeightConfig)
+    output_layer: LinearConfig = field(default_factory=LinearConfig)
 
     def validate(self) -> None:
         for name in ("hidden_size", "vocab_size", "init_std", "norm_epsilon"):
@@ -79,7 +78,14 @@ class ModelConfig(Config):
         return GPTSubmodules(
             blocks=self.decoder.spec(1.0),
             final_norm=self.final_norm.builder(1.0),
-            output_layer=_configured_output_layer(self.output_layer, transformer, self.vocab_size),
+            output_layer=configured_column_linear(
+                ColumnParallelLinear,
+                self.output_layer,
+                transformer,
+                1.0,
+                valid_rows=self.vocab_size,
+                apply_peft=False,
+            ),
             embedding=_configured_embedding(self.embedding, transformer, self.vocab_size),
         )
 
@@ -105,11 +111,6 @@ class ModelConfig(Config):
         )
 
 
-def _vocab_init(weight: WeightConfig, default: InitMethod, model: TransformerConfig, vocab: int) -> InitMethod:
-    # The configured init draws the real rows only, so padding never changes the draws.
-    return default if weight.init is None else padded_rows_init(weight.init.method(model), vocab)
-
-
 def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab: int) -> EmbeddingBuilder:
     def build(
         *,
@@ -124,7 +125,7 @@ def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab:
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
             groups=groups,
-            init_method=_vocab_init(weight, init_method, model, vocab),
+            init_method=weight.init_method(init_method, model, valid_rows=vocab),
             sequence_parallel=sequence_parallel,
             params_dtype=params_dtype,
         )
@@ -136,37 +137,5 @@ def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab:
             apply_peft=bool(weight.apply_peft),
         )
         return embedding
-
-    return build
-
-
-def _configured_output_layer(
-    weight: WeightConfig, model: TransformerConfig, vocab: int
-) -> ColumnLinearBuilder:
-    def build(
-        *,
-        input_size: int,
-        output_size: int,
-        groups: ParallelGroups,
-        init_method: InitMethod,
-        bias: bool,
-        gather_output: bool,
-        sequence_parallel: bool,
-        stacked_parts: int,
-        params_dtype: torch.dtype,
-    ) -> ColumnLinear:
-        layer = ColumnParallelLinear(
-            input_size=input_size,
-            output_size=output_size,
-            groups=groups,
-            init_method=_vocab_init(weight, init_method, model, vocab),
-            bias=bias,
-            gather_output=gather_output,
-            sequence_parallel=sequence_parallel,
-            stacked_parts=stacked_parts,
-            params_dtype=params_dtype,
-        )
-        weight.tag(layer, owner="output_layer", lr_scale=1.0, apply_peft=False)
-        return layer
 
     return build

@@ -23,7 +23,7 @@ from megaspec.builders import (
 from megaspec.config.inits import InitConfig
 from megaspec.config.schema import Config, ConfigError
 from megaspec.layers.slots import checked_module
-from megaspec.parallel import InitMethod, ParallelGroups
+from megaspec.parallel import InitMethod, ParallelGroups, padded_rows_init
 from megaspec.parameter_settings import tag_module_parameters
 from megaspec.transformer_config import TransformerConfig
 
@@ -49,9 +49,18 @@ class WeightConfig(Config):
         if self.lr_scale < 0:
             raise ConfigError("lr_scale", f"must be >= 0, got {self.lr_scale}")
 
-    def init_method(self, default: InitMethod, model: TransformerConfig) -> InitMethod:
-        """The configured init, or ``default``."""
-        return default if self.init is None else self.init.method(model)
+    def init_method(
+        self, default: InitMethod, model: TransformerConfig, *, valid_rows: int | None = None
+    ) -> InitMethod:
+        """The configured init, or ``default``.
+
+        With ``valid_rows`` (a padded vocabulary) the configured init draws only those rows
+        and zeroes the padding, so the draws do not depend on the tensor-parallel size.
+        """
+        if self.init is None:
+            return default
+        method = self.init.method(model)
+        return method if valid_rows is None else padded_rows_init(method, valid_rows)
 
     def tag(self, module: object, *, owner: str, lr_scale: float, apply_peft: bool) -> None:
         """Tag ``module``'s untagged parameters with these settings under ``lr_scale``."""
@@ -71,9 +80,19 @@ class LinearConfig(WeightConfig):
 
 
 def configured_column_linear(
-    builder: ColumnLinearBuilder, weight: LinearConfig, model: TransformerConfig, lr_scale: float
+    builder: ColumnLinearBuilder,
+    weight: LinearConfig,
+    model: TransformerConfig,
+    lr_scale: float,
+    *,
+    valid_rows: int | None = None,
+    apply_peft: bool = True,
 ) -> ColumnLinearBuilder:
-    """``builder`` with ``weight``'s settings applied to what it builds."""
+    """``builder`` with ``weight``'s settings applied to what it builds.
+
+    ``valid_rows``: the real rows of a padded output (vocabulary); ``apply_peft``: the
+    default when ``weight.apply_peft`` is unset.
+    """
 
     def build(
         *,
@@ -91,14 +110,14 @@ def configured_column_linear(
             input_size=input_size,
             output_size=output_size,
             groups=groups,
-            init_method=weight.init_method(init_method, model),
+            init_method=weight.init_method(init_method, model, valid_rows=valid_rows),
             bias=bias if weight.bias is None else weight.bias,
             gather_output=gather_output,
             sequence_parallel=sequence_parallel,
             stacked_parts=stacked_parts,
             params_dtype=params_dtype,
         )
-        weight.tag(linear, owner="column linear", lr_scale=lr_scale, apply_peft=True)
+        weight.tag(linear, owner="column linear", lr_scale=lr_scale, apply_peft=apply_peft)
         return linear
 
     return build
