@@ -15,6 +15,8 @@ from megaspec.generate import generate_text
 from megaspec.training import MODEL_PRESETS, TrainSettings, configure_threads, train
 
 _DEFAULTS = TrainSettings()
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TOP_K = 40
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,14 +64,15 @@ def settings_from_arguments(arguments: argparse.Namespace) -> TrainSettings:
     Raises:
         ValueError: for invalid settings (the message names the field).
     """
+    # Keep the default peak-to-floor learning-rate ratio when the peak changes.
+    floor_ratio = _DEFAULTS.min_learning_rate / _DEFAULTS.learning_rate
     return TrainSettings(
         model=MODEL_PRESETS[arguments.model],
         steps=arguments.steps,
         batch_size=arguments.batch_size,
         seq_length=arguments.seq_length,
         learning_rate=arguments.learning_rate,
-        # Keep the default peak-to-floor ratio when the peak changes.
-        min_learning_rate=arguments.learning_rate * _DEFAULTS.min_learning_rate / _DEFAULTS.learning_rate,
+        min_learning_rate=arguments.learning_rate * floor_ratio,
         eval_interval=arguments.eval_interval,
         seed=arguments.seed,
         device=arguments.device,
@@ -83,6 +86,9 @@ def run_train(arguments: argparse.Namespace) -> int:
     try:
         settings = settings_from_arguments(arguments)
         threads = configure_threads(arguments.threads)
+        if arguments.sample_tokens > 0 and not arguments.prompt:
+            # Checked now rather than after minutes of training.
+            raise ValueError("--prompt must not be empty when --sample-tokens is positive")
     except ValueError as error:
         print(f"megaspec train: error: {error}", file=sys.stderr)
         return 2
@@ -104,9 +110,12 @@ def run_train(arguments: argparse.Namespace) -> int:
             arguments.prompt,
             max_new_tokens=arguments.sample_tokens,
             context_length=settings.seq_length,
+            temperature=SAMPLE_TEMPERATURE,
+            top_k=SAMPLE_TOP_K,
             seed=settings.seed,
         )
-        print(f"sample (seed {settings.seed}, temperature 0.8, top-k 40):\n{sample}")
+        print(f"sample (seed {settings.seed}, temperature {SAMPLE_TEMPERATURE}, "
+              f"top-k {SAMPLE_TOP_K}):\n{sample}")
     return 0
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 # tqdm ships neither inline types nor py.typed; its stubs (types-tqdm) are not a dependency.
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from megaspec.backends import torch as torch_backend
 from megaspec.data import ByteTokenizer, WindowSampler, load_corpus, train_validation_split
@@ -59,7 +59,9 @@ class ModelSettings:
         known = {item.name for item in fields(ModelSettings)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"ModelSettings: unknown fields {unknown}; expected some of {sorted(known)}")
+            raise ValueError(
+                f"ModelSettings: unknown fields {unknown}; expected some of {sorted(known)}"
+            )
         return ModelSettings(**values)
 
 
@@ -112,12 +114,12 @@ class TrainSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_length", "eval_interval", "eval_batches"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainSettings.{name} must be positive, got {getattr(self, name)}")
-        for name in ("learning_rate", "grad_clip"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainSettings.{name} must be positive, got {getattr(self, name)}")
+        positive = ("steps", "batch_size", "seq_length", "eval_interval", "eval_batches",
+                    "learning_rate", "grad_clip")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"TrainSettings.{name} must be positive, got {value}")
         if not 0 <= self.min_learning_rate <= self.learning_rate:
             raise ValueError(
                 f"TrainSettings.min_learning_rate must lie in [0, learning_rate "
@@ -164,8 +166,10 @@ def configure_threads(requested: int | None = None) -> int:
     """
     if requested is not None and requested <= 0:
         raise ValueError(f"threads must be positive, got {requested}")
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    available = max(1, available or 1)
+    if hasattr(os, "sched_getaffinity"):  # Linux: the affinity mask, not the machine
+        available = len(os.sched_getaffinity(0))
+    else:
+        available = os.cpu_count() or 1
     threads = available if requested is None else min(requested, available)
     torch.set_num_threads(threads)
     return threads
@@ -200,7 +204,8 @@ def learning_rate_at(step: int, settings: TrainSettings) -> float:
     decay_steps = max(1, settings.steps - 1 - settings.warmup_steps)
     progress = min(1.0, (step - settings.warmup_steps) / decay_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return settings.min_learning_rate + (settings.learning_rate - settings.min_learning_rate) * cosine
+    span = settings.learning_rate - settings.min_learning_rate
+    return settings.min_learning_rate + span * cosine
 
 
 def make_optimizer(model: GPTModel, settings: TrainSettings) -> torch.optim.AdamW:
@@ -229,7 +234,9 @@ def train(settings: TrainSettings) -> TrainResult:
     started = perf_counter()
     device = torch.device(settings.device)
     tokens = ByteTokenizer().encode_tensor(load_corpus())
-    train_windows, validation_windows = train_validation_split(tokens, settings.validation_fraction)
+    train_windows, validation_windows = train_validation_split(
+        tokens, settings.validation_fraction
+    )
     model = build_model(settings.model, seed=settings.seed).to(device)
     model.train()
     optimizer = make_optimizer(model, settings)
@@ -246,11 +253,13 @@ def train(settings: TrainSettings) -> TrainResult:
         )
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, settings)
-        losses.append(_training_step(model, optimizer, inputs.to(device), labels.to(device), settings))
+        loss = _training_step(model, optimizer, inputs.to(device), labels.to(device), settings)
+        losses.append(loss)
         step_seconds += perf_counter() - step_started
         if (step + 1) % settings.eval_interval == 0 or step + 1 == settings.steps:
             validation.append((step + 1, validation_loss(model, validation_windows, settings)))
-        postfix = {"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens_per_step * (step + 1) / step_seconds:,.0f}"}
+        tokens_per_second = tokens_per_step * (step + 1) / step_seconds
+        postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tokens_per_second:,.0f}"}
         if validation:
             postfix["val"] = f"{validation[-1][1]:.3f}"
         bar.set_postfix(postfix, refresh=False)
@@ -327,7 +336,9 @@ def save_trained_model(model: GPTModel, settings: TrainSettings, directory: Path
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def load_trained_model(directory: Path, *, device: str = "cpu") -> tuple[GPTModel, ModelSettings]:
+def load_trained_model(
+    directory: Path, *, device: str = "cpu"
+) -> tuple[GPTModel, ModelSettings]:
     """Rebuild the model saved by :func:`save_trained_model` in ``directory``; eval mode.
 
     Raises:
@@ -338,7 +349,8 @@ def load_trained_model(directory: Path, *, device: str = "cpu") -> tuple[GPTMode
     config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     if config.get("format") != CONFIG_FORMAT:
         raise ValueError(
-            f"{directory / CONFIG_FILE}: format {config.get('format')!r}, expected {CONFIG_FORMAT!r}"
+            f"{directory / CONFIG_FILE}: format {config.get('format')!r}, "
+            f"expected {CONFIG_FORMAT!r}"
         )
     settings = ModelSettings.from_dict(config["model"])
     model = build_model(settings).to(device)

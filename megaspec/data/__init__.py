@@ -55,7 +55,9 @@ class ByteTokenizer:
         """
         if isinstance(ids, Tensor):
             if ids.dim() != 1:
-                raise ValueError(f"decode expects a 1-D tensor of ids, got shape {tuple(ids.shape)}")
+                raise ValueError(
+                    f"decode expects a 1-D tensor of ids, got shape {tuple(ids.shape)}"
+                )
             values: list[int] = [int(value) for value in ids.tolist()]
         else:
             values = list(ids)

@@ -9,7 +9,10 @@ version: the ``FILE`` section (an install path), the ``MODULE REFERENCE`` sectio
 depends on the ``PYTHONDOCS`` environment variable) and object addresses in reprs
 (``<function f at 0x7f...>``). Trailing spaces are dropped.
 
-Run: ``python -m megaspec.data.build_corpus [--output PATH]``
+Run in a fresh interpreter: ``python -m megaspec.data.build_corpus [--output PATH]``.
+pydoc lists class attributes, including caches that other code adds at run time (copyreg
+sets ``__slotnames__`` on a class the first time one of its instances is copied), so calling
+:func:`build_corpus` in a long-running process may add such lines.
 """
 
 from __future__ import annotations
