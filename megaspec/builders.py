@@ -224,7 +224,14 @@ class MlpBuilder(Protocol):
 
 
 class Layer(Protocol):
-    """One layer of a block sequence: ``[s, b, hidden] -> [s, b, hidden]``."""
+    """One layer of a block sequence: ``[s, b, hidden] -> [s, b, hidden]``.
+
+    ``layer_index`` (the index it was built with) also tells a layer from a mixer, whose
+    forward has the same signature: a mixer builder in a block pattern is a type error.
+    """
+
+    @property
+    def layer_index(self) -> int: ...
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor: ...
 
