@@ -203,11 +203,11 @@ class SelfAttention(nn.Module):
         sequence, batch = qkv.shape[0], qkv.shape[1]
         # [s, b, groups, heads_per_group + 2, head_dim]: per group, its queries then k then v.
         qkv = qkv.view(sequence, batch, self.local_groups, self.heads_per_group + 2, self.head_dim)
-        query = qkv[:, :, :, : self.heads_per_group].reshape(
-            sequence, batch, self.local_heads, self.head_dim
-        )
-        key = qkv[:, :, :, self.heads_per_group]
-        value = qkv[:, :, :, self.heads_per_group + 1]
+        # One split (its backward is one concatenation), not three indexing ops (whose
+        # backward builds three zero-filled QKV-sized gradients and adds them).
+        query, key, value = torch.split(qkv, [self.heads_per_group, 1, 1], dim=3)
+        query = query.reshape(sequence, batch, self.local_heads, self.head_dim)
+        key, value = key.squeeze(3), value.squeeze(3)
         if self.q_norm is not None:
             query = self.q_norm(query)
         if self.k_norm is not None:
