@@ -15,12 +15,14 @@ from typing import Any
 from megaspec.builders import LayerBuilder
 from megaspec.config.schema import Config, ConfigError, DynamicConfig, join_path, suggestion
 from megaspec.config.slots import (
+    LINEAR_BIASES,
     AttentionMixerConfig,
     FeedForwardConfig,
     MixerConfig,
     MlpLayerConfig,
     NormConfig,
     RMSNormConfig,
+    shortcut_flag,
 )
 from megaspec.layers import BlockSequenceSpec, TransformerLayer, TransformerLayerSubmodules
 
@@ -44,15 +46,33 @@ class BlockConfig(Config):
     post_norms: bool = False
     lr_scale: float = 1.0
 
+    shortcuts = frozenset({LINEAR_BIASES})
+
     @classmethod
-    def expand_shortcuts(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def expand_shortcuts(cls, data: Mapping[str, Any], current: BlockConfig) -> dict[str, Any]:
+        # Passed on to the slots whose type has the shortcut (a convolution mixer has none).
         data = dict(data)
-        if "add_linear_biases" in data:
-            value = data.pop("add_linear_biases")
-            for slot in ("mixer", "mlp"):
-                settings = data.get(slot, {})
-                if isinstance(settings, Mapping):
-                    data[slot] = {"add_linear_biases": value, **settings}
+        value = shortcut_flag(data, LINEAR_BIASES)
+        if value is None:
+            return data
+        slots: tuple[tuple[str, type[DynamicConfig], Config], ...] = (
+            ("mixer", MixerConfig, current.mixer),
+            ("mlp", MlpLayerConfig, current.mlp),
+        )
+        for slot, base, slot_config in slots:
+            settings = data.get(slot, {})
+            if isinstance(settings, Config):
+                raise ConfigError(
+                    LINEAR_BIASES,
+                    f"cannot apply to '{slot}' given as a config object; set bias on its linears",
+                )
+            if not isinstance(settings, Mapping):
+                continue  # the slot's own conversion reports the bad value
+            chosen = (
+                base.class_for(settings["type"], slot) if "type" in settings else type(slot_config)
+            )
+            if LINEAR_BIASES in chosen.shortcuts:
+                data[slot] = {LINEAR_BIASES: value, **settings}
         return data
 
     def validate(self) -> None:
@@ -156,9 +176,8 @@ class PatternSequenceConfig(BlockSequenceConfig):
         known = [*self.blocks, *self.sequences]
         for index, name in enumerate(self.pattern):
             if name not in known:
-                raise ConfigError(
-                    f"pattern[{index}]", f"unknown block '{name}'{suggestion(name, known)}"
-                )
+                hint = suggestion(name, known) if known else "; no blocks or sequences are defined"
+                raise ConfigError(f"pattern[{index}]", f"unknown block '{name}'{hint}")
         if self.num_blocks is not None and (
             self.num_blocks < 1 or self.num_blocks % len(self.pattern) != 0
         ):

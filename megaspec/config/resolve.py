@@ -38,6 +38,21 @@ Override = str | Mapping[str, Any]
 """A command-line override ``dotted.path=yaml_value`` or a nested mapping."""
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file, read with the safe loader.
 
@@ -47,7 +62,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """
     text = Path(path).read_text()
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
+    except yaml.constructor.ConstructorError as error:
+        # Python-object tags and the like: refused, never constructed.
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(
+            "", f"{path}: tag not allowed{where}: {error.problem} (configs are plain data)"
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -77,7 +99,7 @@ def parse_override(text: str) -> dict[str, Any]:
             "", f"malformed override {text!r}: expected dotted.path=value, e.g. model.hidden_size=512"
         )
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = _safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         raise ConfigError(path, f"malformed override value {value_text!r}: not valid YAML") from None
     for name in reversed(path.split(".")):
@@ -109,7 +131,7 @@ def resolve(
             data = to_data(pretrained) if isinstance(pretrained, Config) else read_saved(pretrained)
             config = update(config, data)
         for path in files:
-            config = update(config, load_yaml(path))
+            config = update(config, read_config_file(path))
         for override in overrides:
             layer: Mapping[str, Any] = (
                 parse_override(override) if isinstance(override, str) else override
@@ -117,6 +139,12 @@ def resolve(
             config = update(config, layer)
     validate_tree(config)
     return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's data; a saved config (with a format version) is accepted too."""
+    data = load_yaml(path)
+    return read_saved(path) if FORMAT_KEY in data else data
 
 
 def read_saved(path: str | Path) -> dict[str, Any]:

@@ -73,8 +73,11 @@ class Config:
 
     Subclasses override :meth:`validate` for checks of their own fields (raise
     ``ConfigError("field_name", "...")``; the path is completed by whoever converts data),
-    and :meth:`expand_shortcuts` for convenience keys that expand into real fields.
+    and :meth:`expand_shortcuts` for convenience keys that expand into real fields (listed
+    in ``shortcuts``).
     """
+
+    shortcuts: ClassVar[frozenset[str]] = frozenset()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         instance = super().__new__(cls)
@@ -90,8 +93,8 @@ class Config:
         """Check this config's own fields; raise :class:`ConfigError` naming the field."""
 
     @classmethod
-    def expand_shortcuts(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Rewrite convenience keys of ``data`` into real fields (default: none)."""
+    def expand_shortcuts(cls, data: Mapping[str, Any], current: Self) -> dict[str, Any]:
+        """Rewrite convenience keys of ``data`` (applied to ``current``) into real fields."""
         return dict(data)
 
     @property
@@ -342,7 +345,10 @@ def _defaults(cls: type[Config], path: str) -> Config:
 
 def _apply(instance: Config, data: Mapping[str, Any], path: str) -> Config:
     cls = type(instance)
-    data = cls.expand_shortcuts(data)
+    try:
+        data = cls.expand_shortcuts(data, instance)
+    except ConfigError as error:
+        raise error.under(path) from None
     hints = _field_types(cls)
     names = [field.name for field in dataclasses.fields(cls) if field.init]
     values = {name: getattr(instance, name) for name in names}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from megaspec.builders import MixerBuilder, MlpBuilder, NormBuilder
-from megaspec.config.schema import ConfigError, ConfigT, DynamicConfig
+from megaspec.config.schema import Config, ConfigError, ConfigT, DynamicConfig
 from megaspec.config.weights import (
     LinearConfig,
     WeightConfig,
@@ -64,12 +64,29 @@ ACTIVATIONS: Mapping[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+LINEAR_BIASES = "add_linear_biases"
+
+
+def shortcut_flag(data: dict[str, Any], name: str) -> bool | None:
+    """Pop the boolean shortcut ``name`` from ``data`` (``None`` when absent).
+
+    Raises:
+        ConfigError: if its value is not a bool.
+    """
+    if name not in data:
+        return None
+    value = data.pop(name)
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"expected bool, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def _expand_linear_biases(data: Mapping[str, Any], linears: tuple[str, ...]) -> dict[str, Any]:
     """``add_linear_biases: b`` -> ``{linear: {bias: b}}`` for each linear not set explicitly."""
     data = dict(data)
-    if "add_linear_biases" not in data:
+    value = shortcut_flag(data, LINEAR_BIASES)
+    if value is None:
         return data
-    value = data.pop("add_linear_biases")
     for name in linears:
         settings = data.get(name, {})
         if isinstance(settings, Mapping) and "bias" not in settings:
@@ -183,8 +200,10 @@ class AttentionMixerConfig(MixerConfig):
     qkv: LinearConfig = field(default_factory=LinearConfig)
     proj: LinearConfig = field(default_factory=LinearConfig)
 
+    shortcuts = frozenset({LINEAR_BIASES})
+
     @classmethod
-    def expand_shortcuts(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def expand_shortcuts(cls, data: Mapping[str, Any], current: Config) -> dict[str, Any]:
         return _expand_linear_biases(data, ("qkv", "proj"))
 
     def validate(self) -> None:
@@ -278,8 +297,10 @@ class FeedForwardConfig(MlpLayerConfig):
     fc1: LinearConfig = field(default_factory=LinearConfig)
     fc2: LinearConfig = field(default_factory=LinearConfig)
 
+    shortcuts = frozenset({LINEAR_BIASES})
+
     @classmethod
-    def expand_shortcuts(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    def expand_shortcuts(cls, data: Mapping[str, Any], current: Config) -> dict[str, Any]:
         return _expand_linear_biases(data, ("fc1", "fc2"))
 
     def validate(self) -> None:
