@@ -1,20 +1,25 @@
 """The main job: train a small Llama-style byte-level model on the bundled text, on one process.
 
-``train(TrainSettings())`` builds the model, runs AdamW with linear warmup and cosine decay,
-clips gradients, reports loss and tokens/s on a progress bar, measures validation loss
-periodically and saves ``model.safetensors`` and ``config.json``; :func:`load_trained_model`
-rebuilds the model from them. No ``torch.distributed`` setup is needed (tensor-parallel size 1).
+A run is one :class:`~megaspec.config.RunConfig`: a packaged preset (``megaspec/data/
+preset_<name>.yaml``: the model) under the user's YAML files and ``dotted.path=value``
+overrides (:func:`resolve_run`); :class:`~megaspec.config.TrainingConfig`'s defaults are the
+default run. :func:`train` builds ``run.model``, runs AdamW with linear warmup and cosine decay
+(each weight's rate times its ``lr_scale``), clips gradients, reports loss and tokens/s on a
+progress bar, measures validation loss periodically and saves ``model.safetensors`` and
+``config.yaml`` (the run's explicitly set fields); :func:`load_trained_model` rebuilds the
+model from them. No ``torch.distributed`` setup is needed (tensor-parallel size 1).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Final
+from typing import Final
 
 import safetensors.torch
 import torch
@@ -23,117 +28,18 @@ from torch import Tensor
 # tqdm ships neither inline types nor py.typed; its stubs (types-tqdm) are not a dependency.
 from tqdm import tqdm
 
-from megaspec.backends import torch as torch_backend
+from megaspec.config import ConfigError, RunConfig, TrainingConfig, load, resolve, save
+from megaspec.config.resolve import Override
 from megaspec.data import ByteTokenizer, WindowSampler, load_corpus, train_validation_split
 from megaspec.models import GPTModel
-from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
+from megaspec.optim import parameter_groups
+from megaspec.parallel import seeded_initialization
 
 WEIGHTS_FILE: Final = "model.safetensors"
-CONFIG_FILE: Final = "config.json"
-CONFIG_FORMAT: Final = "megaspec-train/1"
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """The shape of the trained model: a Llama-style stack (RMSNorm, RoPE, GQA, SwiGLU MLP).
-
-    Everything needed to rebuild the model from ``config.json``; the layer configs validate
-    the values when :func:`build_model` runs.
-    """
-
-    hidden_size: int = 192
-    num_layers: int = 4
-    num_heads: int = 6
-    num_query_groups: int = 2
-    ffn_hidden_size: int = 512
-    rotary_base: float = 10000.0
-    vocab_size: int = ByteTokenizer.vocab_size
-
-    @staticmethod
-    def from_dict(values: dict[str, Any]) -> ModelSettings:
-        """Settings from a mapping such as the ``"model"`` entry of ``config.json``.
-
-        Raises:
-            ValueError: if ``values`` has keys that are not fields of this class.
-        """
-        known = {item.name for item in fields(ModelSettings)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"ModelSettings: unknown fields {unknown}; expected some of {sorted(known)}"
-            )
-        return ModelSettings(**values)
-
-
-MODEL_PRESETS: Final[dict[str, ModelSettings]] = {
-    # ~1.9M parameters: the default run's size (about two minutes on two CPU cores).
-    "small": ModelSettings(),
-    # ~0.1M parameters: for tests and smoke runs.
-    "tiny": ModelSettings(
-        hidden_size=64, num_layers=2, num_heads=4, num_query_groups=2, ffn_hidden_size=128
-    ),
-}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything one training run depends on. Validated on construction.
-
-    Attributes:
-        model: the model's shape.
-        steps: optimizer updates.
-        batch_size, seq_length: each step trains on ``batch_size x seq_length`` tokens.
-        learning_rate: peak AdamW learning rate, reached after ``warmup_steps`` linear steps;
-            a cosine then decays it to ``min_learning_rate`` at the last step.
-        weight_decay: AdamW decoupled weight decay of matrices (norm weights get none).
-        grad_clip: maximum global gradient norm.
-        validation_fraction: tail of the corpus held out for validation loss.
-        eval_interval, eval_batches: validation runs every ``eval_interval`` steps and at the
-            end, on the same ``eval_batches`` batches each time.
-        seed: seeds weights, training batches and validation batches.
-        device: torch device string, e.g. ``"cpu"`` or ``"cuda"``.
-        output_dir: where to save the model; ``None`` saves nothing.
-        progress: show a tqdm progress bar.
-    """
-
-    model: ModelSettings = field(default_factory=ModelSettings)
-    steps: int = 250
-    batch_size: int = 32
-    seq_length: int = 128
-    learning_rate: float = 3e-3
-    min_learning_rate: float = 3e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    validation_fraction: float = 0.05
-    eval_interval: int = 50
-    eval_batches: int = 8
-    seed: int = 0
-    device: str = "cpu"
-    output_dir: Path | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "seq_length", "eval_interval", "eval_batches",
-                    "learning_rate", "grad_clip")  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"TrainSettings.{name} must be positive, got {value}")
-        if not 0 <= self.min_learning_rate <= self.learning_rate:
-            raise ValueError(
-                f"TrainSettings.min_learning_rate must lie in [0, learning_rate "
-                f"{self.learning_rate}], got {self.min_learning_rate}"
-            )
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"TrainSettings.warmup_steps and weight_decay must be >= 0, got "
-                f"{self.warmup_steps} and {self.weight_decay}"
-            )
-        try:
-            torch.device(self.device)
-        except RuntimeError as error:
-            raise ValueError(f"TrainSettings.device: {error}") from error
+CONFIG_FILE: Final = "config.yaml"
+PRESETS: Final = ("small", "tiny")
+"""Packaged models: ``small`` (~1.7M parameters, the default run) and ``tiny`` (~0.1M)."""
+ADAM_BETAS: Final = (0.9, 0.95)
 
 
 @dataclass(frozen=True)
@@ -141,18 +47,48 @@ class TrainResult:
     """What :func:`train` did.
 
     Attributes:
-        model: the trained model (on the settings' device, in train mode).
+        run: the config it trained with.
+        model: the trained model (on the training device, in train mode).
         losses: training loss of every step, in order.
         validation_losses: ``(steps done, validation loss)`` pairs, in order.
         tokens_per_second: training tokens per second of step time (validation excluded).
         seconds: wall time of the whole run, validation and saving included.
     """
 
+    run: RunConfig
     model: GPTModel
     losses: tuple[float, ...]
     validation_losses: tuple[tuple[int, float], ...]
     tokens_per_second: float
     seconds: float
+
+
+def preset_run(name: str = "small") -> RunConfig:
+    """The packaged run config ``name`` (one of :data:`PRESETS`): the model, nothing else.
+
+    Raises:
+        ValueError: for an unknown preset name.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    resource = resources.files("megaspec.data").joinpath(f"preset_{name}.yaml")
+    with resources.as_file(resource) as path:
+        return resolve(RunConfig, files=[path])
+
+
+def resolve_run(
+    *, preset: str = "small", files: Sequence[str | Path] = (), overrides: Sequence[Override] = ()
+) -> RunConfig:
+    """The run config of ``megaspec train``: ``preset``, then ``files``, then ``overrides``.
+
+    The preset is the ``pretrained`` layer of :func:`megaspec.config.resolve`, so its
+    (explicit) fields are overridden like any other layer's and saved with the run.
+
+    Raises:
+        ConfigError: naming the full path of a bad value, or a malformed override.
+        OSError: if a file cannot be read.
+    """
+    return resolve(RunConfig, pretrained=preset_run(preset), files=files, overrides=overrides)
 
 
 def configure_threads(requested: int | None = None) -> int:
@@ -175,104 +111,152 @@ def configure_threads(requested: int | None = None) -> int:
     return threads
 
 
-def build_model(settings: ModelSettings, *, seed: int = 0) -> GPTModel:
-    """A freshly initialised :class:`GPTModel` of ``settings`` on the CPU, weights from ``seed``.
+def build_model(run: RunConfig) -> GPTModel:
+    """A freshly initialised ``run.model`` on the CPU, weights from ``run.training.seed``.
 
     The global RNG state is left as it was.
 
     Raises:
-        ValueError: for inconsistent settings (e.g. heads not dividing the hidden size).
+        ConfigError: if the run asks for tensor parallelism (the main job is one process).
     """
-    config = TransformerConfig(hidden_size=settings.hidden_size, num_layers=settings.num_layers)
-    attention = AttentionConfig(
-        num_heads=settings.num_heads,
-        num_query_groups=settings.num_query_groups,
-        rotary_base=settings.rotary_base,
-    )
-    mlp = MlpConfig(ffn_hidden_size=settings.ffn_hidden_size)
-    submodules = torch_backend.llama_submodules(attention, mlp, settings.num_layers)
-    with torch.random.fork_rng(devices=[]):
-        # GPTModel draws its weights from the default CPU generator.
-        torch.manual_seed(seed)
-        return GPTModel(config=config, vocab_size=settings.vocab_size, submodules=submodules)
+    if run.parallel.tensor_parallel_size != 1:
+        raise ConfigError(
+            "parallel.tensor_parallel_size",
+            f"megaspec train runs on one process; expected 1, got "
+            f"{run.parallel.tensor_parallel_size}",
+        )
+    with seeded_initialization(run.training.seed):
+        return run.model.build(sequence_parallel=run.parallel.sequence_parallel)
 
 
-def learning_rate_at(step: int, settings: TrainSettings) -> float:
-    """The learning rate of update ``step`` (0-based): linear warmup, then cosine decay."""
-    if step < settings.warmup_steps:
-        return settings.learning_rate * (step + 1) / settings.warmup_steps
-    decay_steps = max(1, settings.steps - 1 - settings.warmup_steps)
-    progress = min(1.0, (step - settings.warmup_steps) / decay_steps)
+def learning_rate_at(step: int, training: TrainingConfig) -> float:
+    """The scheduled rate of update ``step`` (0-based): linear warmup, then cosine decay."""
+    if step < training.warmup_steps:
+        return training.learning_rate * (step + 1) / training.warmup_steps
+    decay_steps = max(1, training.steps - 1 - training.warmup_steps)
+    progress = min(1.0, (step - training.warmup_steps) / decay_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    span = settings.learning_rate - settings.min_learning_rate
-    return settings.min_learning_rate + span * cosine
+    floor = training.learning_rate_floor
+    return floor + (training.learning_rate - floor) * cosine
 
 
-def make_optimizer(model: GPTModel, settings: TrainSettings) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying norm gains towards 0 only hurts."""
-    matrices = [parameter for parameter in model.parameters() if parameter.dim() >= 2]
-    vectors = [parameter for parameter in model.parameters() if parameter.dim() < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": matrices, "weight_decay": settings.weight_decay},
-            {"params": vectors, "weight_decay": 0.0},
-        ],
-        lr=settings.learning_rate,
-        betas=(0.9, 0.95),
+def make_optimizer(model: GPTModel, training: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`megaspec.optim.parameter_groups`: one group per (lr scale, decay).
+
+    Weights with ``lr_scale: 0`` are frozen and left out.
+    """
+    groups = parameter_groups(
+        model, learning_rate=training.learning_rate, weight_decay=training.weight_decay
     )
+    return torch.optim.AdamW(groups, lr=training.learning_rate, betas=ADAM_BETAS)
 
 
-def train(settings: TrainSettings) -> TrainResult:
-    """Train a model per ``settings`` on the bundled corpus; save it if ``output_dir`` is set.
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    """Give every group ``learning_rate`` times its ``lr_scale`` (1 if it has none)."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate * group.get("lr_scale", 1.0)
 
-    Deterministic for a given seed, device and thread count.
+
+def corpus_windows(run: RunConfig) -> tuple[WindowSampler, WindowSampler]:
+    """Training and validation samplers over the bundled text, byte-tokenized.
 
     Raises:
-        ValueError: for settings the model or the corpus cannot satisfy (e.g. a sequence
-            longer than the validation split).
+        ConfigError: if the model's vocabulary cannot hold bytes, or a split is too short
+            for ``training.sequence_length``.
+    """
+    tokenizer = ByteTokenizer()
+    if run.model.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(
+            "model.vocab_size",
+            f"must be >= {tokenizer.vocab_size} for the byte tokenizer, got {run.model.vocab_size}",
+        )
+    training = run.training
+    windows = train_validation_split(
+        tokenizer.encode_tensor(load_corpus()), training.validation_fraction
+    )
+    shortest = min(len(sampler) for sampler in windows)
+    if training.sequence_length + 1 > shortest:
+        raise ConfigError(
+            "training.sequence_length",
+            f"{training.sequence_length} needs windows of {training.sequence_length + 1} "
+            f"tokens, but a split of the bundled text (validation_fraction "
+            f"{training.validation_fraction}) holds only {shortest}",
+        )
+    return windows
+
+
+@dataclass
+class _Log:
+    """What the training loop records."""
+
+    losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    step_seconds: float = 0.0
+
+
+def train(
+    run: RunConfig,
+    *,
+    device: str | torch.device = "cpu",
+    output_dir: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
+
+    Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
+    with the loss, tokens/s and the last validation loss.
+
+    Raises:
+        ConfigError: before the first step, for a run the main job cannot train (see
+            :func:`build_model` and :func:`corpus_windows`).
     """
     started = perf_counter()
-    device = torch.device(settings.device)
-    tokens = ByteTokenizer().encode_tensor(load_corpus())
-    train_windows, validation_windows = train_validation_split(
-        tokens, settings.validation_fraction
-    )
-    model = build_model(settings.model, seed=settings.seed).to(device)
+    train_windows, validation_windows = corpus_windows(run)
+    model = build_model(run).to(device)
     model.train()
-    optimizer = make_optimizer(model, settings)
-    generator = torch.Generator().manual_seed(settings.seed)
-    tokens_per_step = settings.batch_size * settings.seq_length
-    losses: list[float] = []
-    validation: list[tuple[int, float]] = []
-    step_seconds = 0.0
-    bar = tqdm(range(settings.steps), desc="train", unit="step", disable=not settings.progress)
+    optimizer = make_optimizer(model, run.training)
+    log = _Log()
+    bar = tqdm(range(run.training.steps), desc="train", unit="step", disable=not progress)
+    generator = torch.Generator().manual_seed(run.training.seed)
     for step in bar:
         step_started = perf_counter()
         inputs, labels = train_windows.sample(
-            batch_size=settings.batch_size, seq_length=settings.seq_length, generator=generator
+            batch_size=run.training.batch_size,
+            seq_length=run.training.sequence_length,
+            generator=generator,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, settings)
-        loss = _training_step(model, optimizer, inputs.to(device), labels.to(device), settings)
-        losses.append(loss)
-        step_seconds += perf_counter() - step_started
-        if (step + 1) % settings.eval_interval == 0 or step + 1 == settings.steps:
-            validation.append((step + 1, validation_loss(model, validation_windows, settings)))
-        tokens_per_second = tokens_per_step * (step + 1) / step_seconds
-        postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tokens_per_second:,.0f}"}
-        if validation:
-            postfix["val"] = f"{validation[-1][1]:.3f}"
-        bar.set_postfix(postfix, refresh=False)
+        set_learning_rate(optimizer, learning_rate_at(step, run.training))
+        loss = _training_step(model, optimizer, inputs, labels, run.training.grad_clip)
+        log.losses.append(loss)
+        log.step_seconds += perf_counter() - step_started
+        if (step + 1) % run.training.eval_interval == 0 or step + 1 == run.training.steps:
+            log.validation.append(
+                (step + 1, validation_loss(model, validation_windows, run.training))
+            )
+        bar.set_postfix(_postfix(log, run.training), refresh=False)
     bar.close()
-    if settings.output_dir is not None:
-        save_trained_model(model, settings, settings.output_dir)
+    if output_dir is not None:
+        save_trained_model(model, run, output_dir)
     return TrainResult(
+        run=run,
         model=model,
-        losses=tuple(losses),
-        validation_losses=tuple(validation),
-        tokens_per_second=tokens_per_step * settings.steps / step_seconds,
+        losses=tuple(log.losses),
+        validation_losses=tuple(log.validation),
+        tokens_per_second=_tokens_per_step(run.training) * len(log.losses) / log.step_seconds,
         seconds=perf_counter() - started,
     )
+
+
+def _tokens_per_step(training: TrainingConfig) -> int:
+    return training.batch_size * training.sequence_length
+
+
+def _postfix(log: _Log, training: TrainingConfig) -> dict[str, str]:
+    tokens_per_second = _tokens_per_step(training) * len(log.losses) / log.step_seconds
+    postfix = {"loss": f"{log.losses[-1]:.3f}", "tok/s": f"{tokens_per_second:,.0f}"}
+    if log.validation:
+        postfix["val"] = f"{log.validation[-1][1]:.3f}"
+    return postfix
 
 
 def _training_step(
@@ -280,80 +264,68 @@ def _training_step(
     optimizer: torch.optim.Optimizer,
     inputs: Tensor,
     labels: Tensor,
-    settings: TrainSettings,
+    grad_clip: float,
 ) -> float:
-    losses: Tensor = model(inputs, labels=labels)  # [batch, seq] float32
+    device = next(model.parameters()).device
+    losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq] float32
     loss = losses.mean()
     optimizer.zero_grad(set_to_none=True)
     # torch.autograd.backward is typed; Tensor.backward is not.
     torch.autograd.backward(loss)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return float(loss.item())
 
 
 @torch.no_grad()
-def validation_loss(model: GPTModel, windows: WindowSampler, settings: TrainSettings) -> float:
-    """Mean loss over ``settings.eval_batches`` batches of ``windows``.
+def validation_loss(model: GPTModel, windows: WindowSampler, training: TrainingConfig) -> float:
+    """Mean loss over ``training.eval_batches`` batches of ``windows``.
 
-    The batches come from a generator seeded with ``settings.seed + 1`` on every call, so
+    The batches come from a generator seeded with ``training.seed + 1`` on every call, so
     successive validation losses of one run are measured on the same text. The model's
     train/eval mode is restored afterwards.
     """
-    generator = torch.Generator().manual_seed(settings.seed + 1)
+    generator = torch.Generator().manual_seed(training.seed + 1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = 0.0
-    for _ in range(settings.eval_batches):
+    for _ in range(training.eval_batches):
         inputs, labels = windows.sample(
-            batch_size=settings.batch_size, seq_length=settings.seq_length, generator=generator
+            batch_size=training.batch_size,
+            seq_length=training.sequence_length,
+            generator=generator,
         )
         losses: Tensor = model(inputs.to(device), labels=labels.to(device))
         total += float(losses.mean().item())
     model.train(was_training)
-    return total / settings.eval_batches
+    return total / training.eval_batches
 
 
-def save_trained_model(model: GPTModel, settings: TrainSettings, directory: Path) -> None:
-    """Write ``model.safetensors`` and ``config.json`` (model shape, tokenizer, run settings).
+def save_trained_model(model: GPTModel, run: RunConfig, directory: Path) -> None:
+    """Write ``model.safetensors`` and ``config.yaml`` (the run's explicit fields).
 
     ``directory`` and its parents are created; existing files are overwritten.
     """
     directory.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_model(model, str(directory / WEIGHTS_FILE))
-    training = {
-        key: (str(value) if isinstance(value, Path) else value)
-        for key, value in asdict(settings).items()
-        if key != "model"
-    }
-    config = {
-        "format": CONFIG_FORMAT,
-        "tokenizer": "byte",
-        "model": asdict(settings.model),
-        "training": training,
-    }
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save(run, directory / CONFIG_FILE)
 
 
 def load_trained_model(
-    directory: Path, *, device: str = "cpu"
-) -> tuple[GPTModel, ModelSettings]:
+    directory: Path, *, device: str | torch.device = "cpu"
+) -> tuple[GPTModel, RunConfig]:
     """Rebuild the model saved by :func:`save_trained_model` in ``directory``; eval mode.
 
     Raises:
-        FileNotFoundError: if ``config.json`` or ``model.safetensors`` is missing.
-        ValueError: if ``config.json`` is not of this format.
+        FileNotFoundError: if ``config.yaml`` or ``model.safetensors`` is missing.
+        ConfigError: if ``config.yaml`` is not a valid saved run config.
         RuntimeError: if the weights do not match the model the config describes.
     """
-    config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    if config.get("format") != CONFIG_FORMAT:
-        raise ValueError(
-            f"{directory / CONFIG_FILE}: format {config.get('format')!r}, "
-            f"expected {CONFIG_FORMAT!r}"
-        )
-    settings = ModelSettings.from_dict(config["model"])
-    model = build_model(settings).to(device)
-    safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=device)
+    run = load(RunConfig, directory / CONFIG_FILE)
+    model = build_model(run).to(device)
+    safetensors.torch.load_model(
+        model, str(directory / WEIGHTS_FILE), strict=True, device=str(device)
+    )
     model.eval()
-    return model, settings
+    return model, run

@@ -4,9 +4,9 @@ from megaspec.layers.attention import (
     DotProductAttention,
     SelfAttention,
     SelfAttentionSubmodules,
-    apply_rotary,
     rotary_dim,
 )
+from megaspec.layers.fused import rotate
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.mlp import MLP, MlpSubmodules
 from megaspec.layers.norms import LayerNorm, RMSNorm
@@ -33,7 +33,7 @@ __all__ = [
     "TransformerLayer",
     "SlotBuildError",
     "TransformerLayerSubmodules",
-    "apply_rotary",
+    "rotate",
     "building_slot",
     "checked_child",
     "checked_module",

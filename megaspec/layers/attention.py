@@ -17,6 +17,7 @@ from megaspec.builders import (
     RowLinearBuilder,
 )
 from megaspec.context import LayerContext
+from megaspec.layers.fused import rotary
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, ones_init, scaled_normal_init
 from megaspec.transformer_config import AttentionConfig, TransformerConfig
@@ -25,18 +26,6 @@ from megaspec.transformer_config import AttentionConfig, TransformerConfig
 def rotary_dim(head_dim: int, fraction: float) -> int:
     """Dimensions of a head that RoPE rotates: ``head_dim * fraction``, rounded down to even."""
     return int(head_dim * fraction) // 2 * 2
-
-
-def apply_rotary(hidden: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the first ``cos.shape[-1]`` dimensions of ``hidden`` (rotate-half convention).
-
-    Shapes: ``hidden [s, b, heads, head_dim]``, ``cos``/``sin`` ``[s, b, 1, rotary_dim]``.
-    """
-    width = cos.shape[-1]
-    rotated, passed = hidden[..., :width], hidden[..., width:]
-    first, second = rotated.chunk(2, dim=-1)
-    rotated = rotated * cos + torch.cat((-second, first), dim=-1) * sin
-    return rotated if passed.shape[-1] == 0 else torch.cat((rotated, passed), dim=-1)
 
 
 class DotProductAttention(nn.Module):
@@ -120,6 +109,7 @@ class SelfAttention(nn.Module):
                 f"of head_dim {self.head_dim} rotates no dimension; use 0 to disable RoPE"
             )
         self.rotary_base = attention.rotary_base
+        self.rotate_query_key = rotary(config.fuse_elementwise)
         owner = f"SelfAttention (layer {layer_index})"
         qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
         with building_slot(owner=owner, slot="linear_qkv", builder=submodules.linear_qkv) as slot:
@@ -214,8 +204,7 @@ class SelfAttention(nn.Module):
             key = self.k_norm(key)
         if self.rotary_dim > 0:
             cos, sin = context.rotary.cos_sin(self.rotary_dim, self.rotary_base, query.dtype)
-            query = apply_rotary(query, cos, sin)
-            key = apply_rotary(key, cos, sin)
+            query, key = self.rotate_query_key(query, key, cos, sin)
         # [s, b, n, d] -> [b, n, s, d] for the attention kernel, and back.
         attended = self.core_attention(
             query.permute(1, 2, 0, 3),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from megaspec.builders import ColumnLinearBuilder, MlpBuilder, RowLinearBuilder
+from megaspec.layers.fused import gated_activation
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, scaled_normal_init
 from megaspec.transformer_config import MlpConfig, TransformerConfig
@@ -47,8 +48,9 @@ class MLP(nn.Module):
                 f"MLP (layer {layer_index}): ffn_hidden_size ({mlp.ffn_hidden_size}) is not "
                 f"divisible by the tensor-parallel size ({groups.tensor_size})"
             )
-        self.activation = mlp.activation
-        self.gated = mlp.gated
+        self.activate = (
+            gated_activation(mlp.activation, config.fuse_elementwise) if mlp.gated else mlp.activation
+        )
         parts = 2 if mlp.gated else 1
         owner = f"MLP (layer {layer_index})"
         with building_slot(owner=owner, slot="linear_fc1", builder=submodules.linear_fc1) as slot:
@@ -92,10 +94,4 @@ class MLP(nn.Module):
         return build
 
     def forward(self, hidden: Tensor) -> Tensor:
-        intermediate = self.linear_fc1(hidden)
-        if self.gated:
-            gate, up = intermediate.chunk(2, dim=-1)
-            intermediate = self.activation(gate) * up
-        else:
-            intermediate = self.activation(intermediate)
-        return self.linear_fc2(intermediate)
+        return self.linear_fc2(self.activate(self.linear_fc1(hidden)))
