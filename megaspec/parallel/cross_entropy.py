@@ -26,11 +26,13 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         ignore_index: int,
     ) -> Tensor:
         group = groups.tensor
-        logits32 = logits.float()
-        local_max = logits32.max(dim=-1).values
+        # One float32 buffer of [tokens, vocab / tp], reused in place for the shifted logits,
+        # their exponentials and finally the softmax the backward pass needs.
+        shifted = logits.to(torch.float32, copy=True)
+        local_max = shifted.max(dim=-1).values
         if group is not None:
             dist.all_reduce(local_max, op=dist.ReduceOp.MAX, group=group)
-        shifted = logits32 - local_max.unsqueeze(-1)
+        shifted.sub_(local_max.unsqueeze(-1))
 
         local_vocab = logits.shape[-1]
         outside = (target < vocab_start) | (target >= vocab_start + local_vocab)
