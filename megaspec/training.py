@@ -25,7 +25,6 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-# tqdm ships neither inline types nor py.typed; its stubs (types-tqdm) are not a dependency.
 from tqdm import tqdm
 
 from megaspec.config import ConfigError, RunConfig, TrainingConfig, load, resolve, save
