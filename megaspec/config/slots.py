@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from megaspec.builders import MixerBuilder, MlpBuilder, NormBuilder
+from megaspec.builders import Mixer, MixerBuilder, MlpBuilder, NormBuilder
 from megaspec.config.schema import Config, ConfigError, ConfigT, DynamicConfig
 from megaspec.config.weights import (
     LinearConfig,
@@ -167,7 +167,7 @@ class MixerConfig(DynamicConfig, registry_base=True):
         inner = self.builder(lr_scale * self.lr_scale)
         scale = lr_scale * self.lr_scale
 
-        def build(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> Any:
+        def build(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> Mixer:
             mixer = inner(config=config, groups=groups, layer_index=layer_index)
             module = checked_module(mixer, owner=f"layer {layer_index}", slot="mixer", builder=inner)
             tag_module_parameters(module, lr_scale=scale, weight_decay=None, apply_peft=self.apply_peft)
