@@ -1,68 +1,95 @@
-"""Hyperparameters as frozen dataclasses.
+"""Hyperparameters of the layers: one definition of each setting and each check.
 
 ``TransformerConfig`` holds what every slot of every layer may need (model width, depth,
 precision, sequence parallelism); the per-slot configs (``AttentionConfig``, ``MlpConfig``)
 are bound into the builders of the slots that use them, so a hybrid stack can mix mixers
-with different settings. Each class validates itself on construction.
+with different settings.
+
+They are :class:`megaspec.schema.Config` values, and the YAML front end
+(:mod:`megaspec.config`) *is* them: ``AttentionMixerConfig`` is an ``AttentionConfig`` plus
+per-weight settings, ``FeedForwardConfig`` an ``MlpConfig``, and ``ModelConfig`` shares
+``ModelWideSettings`` with ``TransformerConfig``. Single-field checks are declared on the
+fields; checks that need the model width or the tensor-parallel size live in
+``check_model``, which the layers and the front end both call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from megaspec.rotary import rotary_dim
+from megaspec.schema import Config, ConfigError, checks, optional, positive, within
+
 Activation = Callable[[Tensor], Tensor]
 """An elementwise activation function, e.g. ``torch.nn.functional.silu``."""
 
-
-def _require_positive(owner: str, **values: int | float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{owner}.{name} must be positive, got {value}")
+ActivationName = Literal["silu", "gelu", "gelu_tanh", "relu"]
+"""The activations a config can name (and therefore save)."""
 
 
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Settings shared by every layer of a model.
+def _gelu_tanh(hidden: Tensor) -> Tensor:
+    return F.gelu(hidden, approximate="tanh")
+
+
+ACTIVATIONS: Mapping[ActivationName, Activation] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": _gelu_tanh,
+    "relu": F.relu,
+}
+
+
+def _known_activation(activation: object) -> str | None:
+    if isinstance(activation, str) and activation not in ACTIVATIONS:
+        return f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelWideSettings(Config):
+    """Settings that hold for every layer of a model (shared by ``TransformerConfig`` and the
+    front end's ``ModelConfig``).
 
     Attributes:
         hidden_size: width of the residual stream.
-        num_layers: number of layers the model's block sequence must build (checked).
-        norm_epsilon: epsilon of every norm.
         init_std: standard deviation of the normal initialisation; output projections use
             ``init_std / sqrt(2 * num_layers)``.
+        norm_epsilon: epsilon of every norm.
+        fuse_elementwise: run RoPE and gated activations as single fused kernels through
+            ``torch.compile``; about 1.2x faster training steps on a GPU, compiled on the
+            first call.
+    """
+
+    hidden_size: int = field(default=256, metadata=checks(positive))
+    init_std: float = field(default=0.02, metadata=checks(positive))
+    norm_epsilon: float = field(default=1e-5, metadata=checks(positive))
+    fuse_elementwise: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerConfig(ModelWideSettings):
+    """What every layer of a model receives.
+
+    Attributes:
+        num_layers: number of layers the model's block sequence must build (checked).
         sequence_parallel: split activations outside tensor-parallel regions along the
             sequence (needs tensor-parallel size > 1 to have an effect).
         params_dtype: dtype parameters are created in.
-        fuse_elementwise: run RoPE and gated activations as single fused kernels through
-            ``torch.compile`` (see :mod:`megaspec.layers.fused`); about 1.2x faster training
-            steps on a GPU, compiled on the first call.
     """
 
-    hidden_size: int
-    num_layers: int
-    norm_epsilon: float = 1e-5
-    init_std: float = 0.02
+    num_layers: int = field(metadata=checks(positive))
     sequence_parallel: bool = False
     params_dtype: torch.dtype = torch.float32
-    fuse_elementwise: bool = False
-
-    def __post_init__(self) -> None:
-        _require_positive(
-            "TransformerConfig",
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            norm_epsilon=self.norm_epsilon,
-            init_std=self.init_std,
-        )
 
 
-@dataclass(frozen=True)
-class AttentionConfig:
+@dataclass(frozen=True, kw_only=True)
+class AttentionConfig(Config):
     """Settings of one self-attention mixer.
 
     Attributes:
@@ -77,27 +104,20 @@ class AttentionConfig:
         causal: mask future positions.
     """
 
-    num_heads: int
+    num_heads: int = field(default=8, metadata=checks(positive))
     num_query_groups: int | None = None
-    head_dim: int | None = None
-    rotary_base: float = 10000.0
-    rotary_fraction: float = 1.0
+    head_dim: int | None = field(default=None, metadata=checks(optional(positive)))
+    rotary_base: float = field(default=10000.0, metadata=checks(positive))
+    rotary_fraction: float = field(default=1.0, metadata=checks(within(0, 1)))
     bias: bool = False
     causal: bool = True
 
-    def __post_init__(self) -> None:
-        _require_positive("AttentionConfig", num_heads=self.num_heads, rotary_base=self.rotary_base)
+    def validate(self) -> None:
+        super().validate()
         groups = self.query_groups
         if groups <= 0 or self.num_heads % groups != 0:
-            raise ValueError(
-                f"AttentionConfig.num_query_groups ({groups}) must be positive and divide "
-                f"num_heads ({self.num_heads})"
-            )
-        if self.head_dim is not None and self.head_dim <= 0:
-            raise ValueError(f"AttentionConfig.head_dim must be positive, got {self.head_dim}")
-        if not 0.0 <= self.rotary_fraction <= 1.0:
-            raise ValueError(
-                f"AttentionConfig.rotary_fraction must lie in [0, 1], got {self.rotary_fraction}"
+            raise ConfigError(
+                "num_query_groups", f"{groups} must be positive and divide num_heads ({self.num_heads})"
             )
 
     @property
@@ -109,34 +129,83 @@ class AttentionConfig:
         """The head width for a model of ``hidden_size``.
 
         Raises:
-            ValueError: if ``head_dim`` is unset and ``hidden_size`` is not divisible by
-                ``num_heads``.
+            ConfigError: (``num_heads``) if ``head_dim`` is unset and ``hidden_size`` is not
+                divisible by ``num_heads``.
         """
         if self.head_dim is not None:
             return self.head_dim
         if hidden_size % self.num_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) is not divisible by num_heads ({self.num_heads}); "
-                f"set AttentionConfig.head_dim explicitly"
+            raise ConfigError(
+                "num_heads", f"{self.num_heads} does not divide hidden_size ({hidden_size}); set head_dim"
             )
         return hidden_size // self.num_heads
 
+    def check_model(self, hidden_size: int, tensor_parallel_size: int) -> None:
+        """Checks against the model width and the tensor-parallel size (ranks own whole KV
+        groups and their query heads).
 
-@dataclass(frozen=True)
-class MlpConfig:
+        Raises:
+            ConfigError: naming the field.
+        """
+        head_dim = self.resolved_head_dim(hidden_size)
+        for name, count in (("num_heads", self.num_heads), ("num_query_groups", self.query_groups)):
+            if count % tensor_parallel_size != 0:
+                raise ConfigError(
+                    name, f"{count} is not divisible by the tensor-parallel size ({tensor_parallel_size})"
+                )
+        if self.rotary_fraction > 0 and rotary_dim(head_dim, self.rotary_fraction) == 0:
+            raise ConfigError(
+                "rotary_fraction",
+                f"{self.rotary_fraction} of head_dim {head_dim} rotates no dimension; use 0 to "
+                f"disable RoPE",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlpConfig(Config):
     """Settings of one feed-forward block.
 
     Attributes:
         ffn_hidden_size: width of the intermediate activation.
-        activation: elementwise activation.
+        activation: a name (``"silu"``, ``"gelu"``, ``"gelu_tanh"``, ``"relu"``), or any
+            ``Tensor -> Tensor`` function from Python (such a config cannot be saved to YAML).
         gated: gated linear unit (``activation(gate) * up``, as SwiGLU/GeGLU).
         bias: biases on fc1 and fc2.
     """
 
-    ffn_hidden_size: int
-    activation: Activation = field(default=F.silu)
+    ffn_hidden_size: int = field(default=1024, metadata=checks(positive))
+    activation: ActivationName | Activation = field(default="silu", metadata=checks(_known_activation))
     gated: bool = True
     bias: bool = False
 
-    def __post_init__(self) -> None:
-        _require_positive("MlpConfig", ffn_hidden_size=self.ffn_hidden_size)
+    @property
+    def activation_function(self) -> Activation:
+        """The activation as a function."""
+        if isinstance(self.activation, str):
+            return ACTIVATIONS[self.activation]
+        return self.activation
+
+    def check_model(self, hidden_size: int, tensor_parallel_size: int) -> None:
+        """Checks against the tensor-parallel size (each rank holds a slice of the
+        intermediate features).
+
+        Raises:
+            ConfigError: naming the field.
+        """
+        if self.ffn_hidden_size % tensor_parallel_size != 0:
+            raise ConfigError(
+                "ffn_hidden_size",
+                f"{self.ffn_hidden_size} is not divisible by the tensor-parallel size "
+                f"({tensor_parallel_size})",
+            )
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "ActivationName",
+    "AttentionConfig",
+    "MlpConfig",
+    "ModelWideSettings",
+    "TransformerConfig",
+]

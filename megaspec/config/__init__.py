@@ -3,7 +3,9 @@
 Resolution is a pure pipeline (see :func:`resolve`): class defaults -> pretrained config ->
 YAML files -> command-line overrides -> validation -> an immutable config. A resolved
 :class:`ModelConfig` builds the same ``TransformerLayerSubmodules`` a Python user would write
-(:meth:`ModelConfig.submodules`, :meth:`ModelConfig.build`).
+(:meth:`ModelConfig.submodules`, :meth:`ModelConfig.build`). The slot configs are the layer
+configs of :mod:`megaspec.transformer_config` (one definition of each setting and check);
+the config machinery itself lives in :mod:`megaspec.schema`.
 """
 
 from megaspec.config.blocks import (
@@ -23,23 +25,16 @@ from megaspec.config.inits import (
 from megaspec.config.model import ModelConfig
 from megaspec.config.resolve import (
     FORMAT_VERSION,
+    PathLike,
     load,
     load_yaml,
     parse_override,
     read_saved,
     resolve,
     save,
+    saved_text,
 )
 from megaspec.config.run import ParallelConfig, RunConfig, TrainingConfig
-from megaspec.config.schema import (
-    Config,
-    ConfigError,
-    DynamicConfig,
-    from_data,
-    to_data,
-    update,
-    validate_tree,
-)
 from megaspec.config.slots import (
     AttentionMixerConfig,
     FeedForwardConfig,
@@ -50,7 +45,16 @@ from megaspec.config.slots import (
     RMSNormConfig,
     register_mixer,
 )
-from megaspec.config.weights import LinearConfig, WeightConfig
+from megaspec.config.weights import LearningRateScaled, LinearConfig, WeightConfig
+from megaspec.schema import (
+    Config,
+    ConfigError,
+    DynamicConfig,
+    from_data,
+    to_data,
+    update,
+    validate_tree,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,6 +67,7 @@ __all__ = [
     "FeedForwardConfig",
     "InitConfig",
     "LayerNormConfig",
+    "LearningRateScaled",
     "LinearConfig",
     "MixerConfig",
     "MlpLayerConfig",
@@ -71,6 +76,7 @@ __all__ = [
     "NormalInit",
     "OnesInit",
     "ParallelConfig",
+    "PathLike",
     "PatternSequenceConfig",
     "RMSNormConfig",
     "RepeatSequenceConfig",
@@ -88,6 +94,7 @@ __all__ = [
     "register_mixer",
     "resolve",
     "save",
+    "saved_text",
     "to_data",
     "update",
     "validate_tree",

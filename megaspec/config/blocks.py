@@ -1,7 +1,8 @@
 """Block configs and block sequences (``repeat``, ``pattern``, nested), turned into specs.
 
 A resolved config becomes the same values a Python user would write: each block becomes a
-``TransformerLayer.as_layer_submodule(TransformerLayerSubmodules(...))`` and each sequence a
+``TransformerLayer.as_layer_submodule(TransformerLayerSubmodules(...))`` (a ``LayerSpec``) and
+each sequence a
 :class:`~megaspec.layers.BlockSequenceSpec`. Learning-rate scales multiply down the tree:
 sequence x nested sequence x block x layer (mixer / MLP) x weight.
 """
@@ -12,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from megaspec.builders import LayerBuilder
-from megaspec.config.schema import Config, ConfigError, DynamicConfig, join_path, suggestion
+from megaspec.builders import LayerSpec
 from megaspec.config.slots import (
     LINEAR_BIASES,
     AttentionMixerConfig,
@@ -24,16 +24,21 @@ from megaspec.config.slots import (
     RMSNormConfig,
     shortcut_flag,
 )
+from megaspec.config.weights import LearningRateScaled
 from megaspec.layers import BlockSequenceSpec, TransformerLayer, TransformerLayerSubmodules
-
-
-def _non_negative_lr_scale(value: float) -> None:
-    if value < 0:
-        raise ConfigError("lr_scale", f"must be >= 0, got {value}")
+from megaspec.schema import (
+    Config,
+    ConfigError,
+    DynamicConfig,
+    at_least,
+    checks,
+    join_path,
+    suggestion,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlockConfig(Config):
+class BlockConfig(LearningRateScaled):
     """One transformer layer: ``norm -> mixer -> residual -> norm -> mlp -> residual``.
 
     ``post_norms`` adds a norm after each branch (Gemma 2 style). Shortcut:
@@ -44,7 +49,6 @@ class BlockConfig(Config):
     mlp: MlpLayerConfig = field(default_factory=FeedForwardConfig)
     norm: NormConfig = field(default_factory=RMSNormConfig)
     post_norms: bool = False
-    lr_scale: float = 1.0
 
     shortcuts = frozenset({LINEAR_BIASES})
 
@@ -75,9 +79,6 @@ class BlockConfig(Config):
                 data[slot] = {LINEAR_BIASES: value, **settings}
         return data
 
-    def validate(self) -> None:
-        _non_negative_lr_scale(self.lr_scale)
-
     def check_model(self, hidden_size: int, tensor_parallel_size: int) -> None:
         """Checks needing model-wide values, with paths relative to this block."""
         for slot, settings in (("mixer", self.mixer), ("mlp", self.mlp)):
@@ -86,8 +87,8 @@ class BlockConfig(Config):
             except ConfigError as error:
                 raise error.under(slot) from None
 
-    def layer_builder(self, lr_scale: float) -> LayerBuilder:
-        """The layer's builder; ``lr_scale`` is the product of the enclosing scales."""
+    def layer_spec(self, lr_scale: float) -> LayerSpec:
+        """The layer's pattern element; ``lr_scale`` is the product of the enclosing scales."""
         scale = lr_scale * self.lr_scale
         norm = self.norm.builder(scale)
         submodules = TransformerLayerSubmodules(
@@ -102,13 +103,8 @@ class BlockConfig(Config):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlockSequenceConfig(DynamicConfig, registry_base=True):
+class BlockSequenceConfig(DynamicConfig, LearningRateScaled, registry_base=True):
     """A sequence of blocks: ``type: repeat`` or ``type: pattern``."""
-
-    lr_scale: float = 1.0
-
-    def validate(self) -> None:
-        _non_negative_lr_scale(self.lr_scale)
 
     @property
     def num_layers(self) -> int:
@@ -130,12 +126,7 @@ class RepeatSequenceConfig(BlockSequenceConfig):
     """One block repeated ``num_blocks`` times."""
 
     block: BlockConfig = field(default_factory=BlockConfig)
-    num_blocks: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        if self.num_blocks < 1:
-            raise ConfigError("num_blocks", f"must be >= 1, got {self.num_blocks}")
+    num_blocks: int = field(default=4, metadata=checks(at_least(1)))
 
     @property
     def num_layers(self) -> int:
@@ -146,7 +137,7 @@ class RepeatSequenceConfig(BlockSequenceConfig):
 
     def spec(self, lr_scale: float) -> BlockSequenceSpec:
         scale = lr_scale * self.lr_scale
-        return BlockSequenceSpec(pattern=[self.block.layer_builder(scale)], num_layers=self.num_blocks)
+        return BlockSequenceSpec(pattern=[self.block.layer_spec(scale)], num_layers=self.num_blocks)
 
 
 @BlockSequenceConfig.register("pattern")
@@ -208,8 +199,8 @@ class PatternSequenceConfig(BlockSequenceConfig):
 
     def spec(self, lr_scale: float) -> BlockSequenceSpec:
         scale = lr_scale * self.lr_scale
-        elements: dict[str, LayerBuilder | BlockSequenceSpec] = {
-            name: block.layer_builder(scale) for name, block in self.blocks.items()
+        elements: dict[str, LayerSpec | BlockSequenceSpec] = {
+            name: block.layer_spec(scale) for name, block in self.blocks.items()
         }
         elements.update({name: sequence.spec(scale) for name, sequence in self.sequences.items()})
         pattern = [elements[name] for name in self.pattern]

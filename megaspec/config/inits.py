@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from megaspec.config.schema import ConfigError, DynamicConfig
-from megaspec.parallel import InitMethod, normal_init, ones_init, scaled_normal_init, zeros_init
-from megaspec.parallel.initializers import uniform_init
+from megaspec.parallel import (
+    InitMethod,
+    normal_init,
+    ones_init,
+    scaled_normal_init,
+    uniform_init,
+    zeros_init,
+)
+from megaspec.schema import ConfigError, DynamicConfig, checks, optional, positive
 from megaspec.transformer_config import TransformerConfig
 
 
@@ -24,11 +30,7 @@ class InitConfig(DynamicConfig, registry_base=True):
 class NormalInit(InitConfig):
     """Normal(0, std); ``std: null`` means the model's ``init_std``."""
 
-    std: float | None = None
-
-    def validate(self) -> None:
-        if self.std is not None and self.std <= 0:
-            raise ConfigError("std", f"must be positive, got {self.std}")
+    std: float | None = field(default=None, metadata=checks(optional(positive)))
 
     def method(self, model: TransformerConfig) -> InitMethod:
         return normal_init(model.init_std if self.std is None else self.std)
@@ -39,11 +41,7 @@ class NormalInit(InitConfig):
 class ScaledNormalInit(InitConfig):
     """Normal(0, std / sqrt(2 * num_layers)), Megatron's init for output projections."""
 
-    std: float | None = None
-
-    def validate(self) -> None:
-        if self.std is not None and self.std <= 0:
-            raise ConfigError("std", f"must be positive, got {self.std}")
+    std: float | None = field(default=None, metadata=checks(optional(positive)))
 
     def method(self, model: TransformerConfig) -> InitMethod:
         std = model.init_std if self.std is None else self.std
@@ -59,6 +57,7 @@ class UniformInit(InitConfig):
     high: float = 0.02
 
     def validate(self) -> None:
+        super().validate()
         if not self.low < self.high:
             raise ConfigError("high", f"must be greater than low ({self.low}), got {self.high}")
 

@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from megaspec.backends import torch as torch_backend
 from megaspec.builders import Embedding, EmbeddingBuilder
 from megaspec.config.blocks import BlockSequenceConfig, RepeatSequenceConfig
-from megaspec.config.schema import Config, ConfigError, join_path
 from megaspec.config.slots import NormConfig, RMSNormConfig
 from megaspec.config.weights import LinearConfig, WeightConfig, configured_column_linear
+from megaspec.layers.slots import checked_module
 from megaspec.models import GPTModel, GPTSubmodules
-from megaspec.parallel import (
-    ColumnParallelLinear,
-    InitMethod,
-    ParallelGroups,
-    VocabParallelEmbedding,
-)
+from megaspec.parallel import InitMethod, ParallelGroups
 from megaspec.parameter_settings import tag_module_parameters
-from megaspec.transformer_config import TransformerConfig
+from megaspec.schema import ConfigError, checks, join_path, positive
+from megaspec.transformer_config import ModelWideSettings, TransformerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig(Config):
-    """A decoder-only language model.
+class ModelConfig(ModelWideSettings):
+    """A decoder-only language model: the model-wide settings every layer shares
+    (``hidden_size``, ``init_std``, ``norm_epsilon``, ``fuse_elementwise``), the vocabulary,
+    the decoder's blocks and the model-level weights.
 
     ``embedding`` and ``output_layer`` set those weights (initialisation default: normal with
     ``init_std``; embeddings are exempt from weight decay unless ``weight_decay: true``).
     """
 
-    hidden_size: int = 256
-    vocab_size: int = 256
-    init_std: float = 0.02
-    norm_epsilon: float = 1e-5
+    vocab_size: int = field(default=256, metadata=checks(positive))
     tie_embeddings: bool = False
     decoder: BlockSequenceConfig = field(default_factory=RepeatSequenceConfig)
     final_norm: NormConfig = field(default_factory=RMSNormConfig)
@@ -41,10 +37,7 @@ class ModelConfig(Config):
     output_layer: LinearConfig = field(default_factory=LinearConfig)
 
     def validate(self) -> None:
-        for name in ("hidden_size", "vocab_size", "init_std", "norm_epsilon"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ConfigError(name, f"must be positive, got {value}")
+        super().validate()
         self.check_tensor_parallel(1)
 
     def check_tensor_parallel(self, tensor_parallel_size: int) -> None:
@@ -69,24 +62,28 @@ class ModelConfig(Config):
             num_layers=self.decoder.num_layers,
             norm_epsilon=self.norm_epsilon,
             init_std=self.init_std,
+            fuse_elementwise=self.fuse_elementwise,
             sequence_parallel=sequence_parallel,
             params_dtype=params_dtype,
         )
 
     def submodules(self, transformer: TransformerConfig) -> GPTSubmodules:
-        """The spec this config stands for."""
-        return GPTSubmodules(
-            blocks=self.decoder.spec(1.0),
+        """The spec this config stands for: the standard GPT spec with configured slots."""
+        standard = torch_backend.gpt_submodules(self.decoder.spec(1.0))
+        return replace(
+            standard,
             final_norm=self.final_norm.builder(1.0),
             output_layer=configured_column_linear(
-                ColumnParallelLinear,
+                standard.output_layer,
                 self.output_layer,
                 transformer,
                 1.0,
                 valid_rows=self.vocab_size,
                 apply_peft=False,
             ),
-            embedding=_configured_embedding(self.embedding, transformer, self.vocab_size),
+            embedding=_configured_embedding(
+                standard.embedding, self.embedding, transformer, self.vocab_size
+            ),
         )
 
     def build(
@@ -111,7 +108,9 @@ class ModelConfig(Config):
         )
 
 
-def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab: int) -> EmbeddingBuilder:
+def _configured_embedding(
+    builder: EmbeddingBuilder, weight: WeightConfig, model: TransformerConfig, vocab: int
+) -> EmbeddingBuilder:
     def build(
         *,
         num_embeddings: int,
@@ -121,7 +120,7 @@ def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab:
         sequence_parallel: bool,
         params_dtype: torch.dtype,
     ) -> Embedding:
-        embedding = VocabParallelEmbedding(
+        embedding = builder(
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
             groups=groups,
@@ -131,7 +130,7 @@ def _configured_embedding(weight: WeightConfig, model: TransformerConfig, vocab:
         )
         # Embeddings are exempt from weight decay unless the config asks for it.
         tag_module_parameters(
-            embedding,
+            checked_module(embedding, owner="ModelConfig", slot="embedding", builder=builder),
             lr_scale=weight.lr_scale,
             weight_decay=False if weight.weight_decay is None else weight.weight_decay,
             apply_peft=bool(weight.apply_peft),

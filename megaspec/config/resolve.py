@@ -12,6 +12,7 @@ only: a config can never construct Python objects or run code.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from megaspec.config.schema import (
+from megaspec.schema import (
     Config,
     ConfigError,
     ConfigT,
@@ -29,6 +30,9 @@ from megaspec.config.schema import (
     update,
     validate_tree,
 )
+
+PathLike = str | os.PathLike[str]
+"""A file or directory path: a ``str`` or a ``pathlib.Path`` (any ``os.PathLike[str]``)."""
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "format_version"
@@ -53,7 +57,7 @@ def _safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: PathLike) -> dict[str, Any]:
     """The mapping in a YAML file, read with the safe loader.
 
     Raises:
@@ -111,8 +115,8 @@ def parse_override(text: str) -> dict[str, Any]:
 def resolve(
     cls: type[ConfigT],
     *,
-    pretrained: ConfigT | str | Path | None = None,
-    files: Sequence[str | Path] = (),
+    pretrained: ConfigT | PathLike | None = None,
+    files: Sequence[PathLike] = (),
     overrides: Sequence[Override] = (),
 ) -> ConfigT:
     """Resolve a config of ``cls`` (see the module docstring).
@@ -141,13 +145,13 @@ def resolve(
     return config
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
+def read_config_file(path: PathLike) -> dict[str, Any]:
     """A YAML config file's data; a saved config (with a format version) is accepted too."""
     data = load_yaml(path)
     return read_saved(path) if FORMAT_KEY in data else data
 
 
-def read_saved(path: str | Path) -> dict[str, Any]:
+def read_saved(path: PathLike) -> dict[str, Any]:
     """The explicit data of a config saved by :func:`save`, its format version checked.
 
     Raises:
@@ -162,12 +166,31 @@ def read_saved(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def save(config: Config, path: str | Path) -> None:
-    """Write the explicitly set fields of ``config`` (and the format version) as YAML."""
-    data = {FORMAT_KEY: FORMAT_VERSION, **to_data(config)}
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+def saved_text(config: Config) -> str:
+    """The YAML text :func:`save` writes: the explicitly set fields and the format version.
+
+    Call it before long work to learn early that a config cannot be saved.
+
+    Raises:
+        ConfigError: for a value YAML cannot hold (a Python function set from Python),
+            naming its path.
+    """
+    return yaml.safe_dump({FORMAT_KEY: FORMAT_VERSION, **to_data(config)}, sort_keys=False)
 
 
-def load(cls: type[ConfigT], path: str | Path) -> ConfigT:
+def save(config: Config, path: PathLike) -> None:
+    """Write :func:`saved_text` to ``path`` atomically (a temporary file, then a rename).
+
+    Raises:
+        ConfigError: as :func:`saved_text`, before anything is written.
+    """
+    text = saved_text(config)
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, target)
+
+
+def load(cls: type[ConfigT], path: PathLike) -> ConfigT:
     """Load and resolve a config saved by :func:`save`."""
     return resolve(cls, pretrained=path)

@@ -5,21 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from megaspec.config.model import ModelConfig
-from megaspec.config.schema import Config, ConfigError
+from megaspec.schema import Config, ConfigError, at_least, checks, non_negative, positive, within
 
 
 @dataclass(frozen=True, kw_only=True)
 class ParallelConfig(Config):
     """How the model is split over processes."""
 
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = field(default=1, metadata=checks(at_least(1)))
     sequence_parallel: bool = False
-
-    def validate(self) -> None:
-        if self.tensor_parallel_size < 1:
-            raise ConfigError(
-                "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}"
-            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,18 +39,20 @@ class TrainingConfig(Config):
         seed: seeds the weights, the training batches and the validation batches.
     """
 
-    steps: int = 250
-    batch_size: int = 32
-    sequence_length: int = 128
-    learning_rate: float = 3e-3
+    steps: int = field(default=250, metadata=checks(at_least(1)))
+    batch_size: int = field(default=32, metadata=checks(at_least(1)))
+    sequence_length: int = field(default=128, metadata=checks(at_least(1)))
+    learning_rate: float = field(default=3e-3, metadata=checks(positive))
     min_learning_rate: float | None = None
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    validation_fraction: float = 0.05
-    eval_interval: int = 50
-    eval_batches: int = 8
-    seed: int = 0
+    warmup_steps: int = field(default=20, metadata=checks(non_negative))
+    weight_decay: float = field(default=0.1, metadata=checks(non_negative))
+    grad_clip: float = field(default=1.0, metadata=checks(positive))
+    validation_fraction: float = field(
+        default=0.05, metadata=checks(within(0, 1, open_low=True, open_high=True))
+    )
+    eval_interval: int = field(default=50, metadata=checks(at_least(1)))
+    eval_batches: int = field(default=8, metadata=checks(at_least(1)))
+    seed: int = field(default=0, metadata=checks(within(0, 2**63, open_high=True, shown="[0, 2**63)")))
 
     @property
     def learning_rate_floor(self) -> float:
@@ -66,30 +62,13 @@ class TrainingConfig(Config):
         return self.min_learning_rate
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "sequence_length", "eval_interval", "eval_batches"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ConfigError(name, f"must be >= 1, got {value}")
-        for name in ("learning_rate", "grad_clip"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ConfigError(name, f"must be positive, got {value}")
-        for name in ("weight_decay", "warmup_steps"):
-            value = getattr(self, name)
-            if value < 0:
-                raise ConfigError(name, f"must be >= 0, got {value}")
+        super().validate()
         floor = self.min_learning_rate
         if floor is not None and not 0 <= floor <= self.learning_rate:
             raise ConfigError(
                 "min_learning_rate",
                 f"must lie in [0, learning_rate ({self.learning_rate})], got {floor}",
             )
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(
-                "validation_fraction", f"must lie in (0, 1), got {self.validation_fraction}"
-            )
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError("seed", f"must lie in [0, 2**63), got {self.seed}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +80,7 @@ class RunConfig(Config):
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def validate(self) -> None:
+        super().validate()
         try:
             self.model.check_tensor_parallel(self.parallel.tensor_parallel_size)
         except ConfigError as error:

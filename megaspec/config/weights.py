@@ -8,7 +8,7 @@ built parameters for the optimizer (:mod:`megaspec.parameter_settings`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,33 +21,38 @@ from megaspec.builders import (
     RowLinearBuilder,
 )
 from megaspec.config.inits import InitConfig
-from megaspec.config.schema import Config, ConfigError
 from megaspec.layers.slots import checked_module
 from megaspec.parallel import InitMethod, ParallelGroups, padded_rows_init
 from megaspec.parameter_settings import tag_module_parameters
+from megaspec.schema import Config, checks, non_negative
 from megaspec.transformer_config import TransformerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class WeightConfig(Config):
+class LearningRateScaled(Config):
+    """A config part of the learning-rate tree (sequence, block, layer, weight).
+
+    Attributes:
+        lr_scale: multiplies the learning rate of everything below it; scales multiply down
+            the tree, and a product of 0 freezes a weight.
+    """
+
+    lr_scale: float = field(default=1.0, metadata=checks(non_negative))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightConfig(LearningRateScaled):
     """Settings of one weight.
 
     Attributes:
         init: initialisation; ``null`` keeps the parent's default.
-        lr_scale: multiplies the learning rate (after the scales of every enclosing
-            sequence, block and layer); 0 freezes the weight.
         weight_decay: ``null`` decays matrices only (not biases, norms or embeddings).
         apply_peft: whether adapters wrap this layer; ``null`` keeps the parent's default.
     """
 
     init: InitConfig | None = None
-    lr_scale: float = 1.0
     weight_decay: bool | None = None
     apply_peft: bool | None = None
-
-    def validate(self) -> None:
-        if self.lr_scale < 0:
-            raise ConfigError("lr_scale", f"must be >= 0, got {self.lr_scale}")
 
     def init_method(
         self, default: InitMethod, model: TransformerConfig, *, valid_rows: int | None = None
