@@ -1,12 +1,16 @@
-"""Elementwise steps of attention and the MLP, optionally fused into single kernels.
+"""Rotary position embedding (RoPE): cosine/sine tables, the rotation, and its fused kernel.
 
-Eager PyTorch runs RoPE as six kernels over strided views of the fused QKV output and a gated
-activation as three, each a full pass over memory; on a GPU these passes cost about a fifth
-of a training step (see bench/results-h100.md). With ``TransformerConfig.fuse_elementwise``
-the same functions run under ``torch.compile``, which emits one kernel per function and
-recomputes the activation in the backward pass instead of saving it. Eager and fused compute
-the same function; the flag is explicit because compiling needs a working ``torch.compile``
-toolchain (Triton on GPUs, a C++ compiler on CPUs) and takes seconds on the first call.
+Convention: rotate-half (Llama, GPT-NeoX, Megatron-LM). Dimension ``i`` and ``i + d / 2`` of
+the rotated part (``d = rotary_dim``) form a pair turning at ``base ** (-2i / d)`` radians per
+position; a partial rotary (``rotary_fraction < 1``) rotates the first ``d`` dimensions of
+each head and passes the rest through.
+
+Eager PyTorch runs the rotation as six kernels over strided views of the fused QKV output, a
+noticeable share of a GPU training step (see bench/results); with
+``TransformerConfig.fuse_elementwise`` it runs under ``torch.compile`` as one kernel. Eager and
+fused compute the same function; the flag is explicit because compiling needs a working
+``torch.compile`` toolchain (Triton on GPUs, a C++ compiler on CPUs) and takes seconds on the
+first call.
 """
 
 from __future__ import annotations
@@ -16,7 +20,46 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from megaspec.transformer_config import Activation
+QueryKeyRotation = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""``(query, key, cos, sin) -> (rotated query, rotated key)``."""
+
+
+def rotary_dim(head_dim: int, fraction: float) -> int:
+    """Dimensions of a head that RoPE rotates: ``head_dim * fraction``, rounded down to even."""
+    return int(head_dim * fraction) // 2 * 2
+
+
+class RotaryTables:
+    """Cosines and sines for one batch of positions, computed once per forward pass.
+
+    Every attention layer of a forward pass asks for its ``(rotary_dim, base)``; layers that
+    share settings share the tables.
+    """
+
+    def __init__(self, position_ids: Tensor) -> None:
+        self._position_ids = position_ids
+        self._tables: dict[tuple[int, float, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def cos_sin(self, rotary_dim: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(cos, sin)``, each ``[sequence, batch, 1, rotary_dim]`` in ``dtype``.
+
+        Angles are computed in float32.
+
+        Raises:
+            ValueError: if ``rotary_dim`` is odd or not positive.
+        """
+        if rotary_dim <= 0 or rotary_dim % 2 != 0:
+            raise ValueError(f"rotary_dim must be a positive even number, got {rotary_dim}")
+        key = (rotary_dim, base, dtype)
+        if key not in self._tables:
+            device = self._position_ids.device
+            exponents = torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=device)
+            inverse_frequency = 1.0 / (base ** (exponents / rotary_dim))
+            # [batch, sequence, rotary_dim / 2] -> [sequence, batch, 1, rotary_dim]
+            angles = self._position_ids.float().unsqueeze(-1) * inverse_frequency
+            angles = torch.cat((angles, angles), dim=-1).transpose(0, 1).unsqueeze(2)
+            self._tables[key] = (angles.cos().to(dtype), angles.sin().to(dtype))
+        return self._tables[key]
 
 
 def rotate(hidden: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -39,16 +82,6 @@ def rotate_query_key(query: Tensor, key: Tensor, cos: Tensor, sin: Tensor) -> tu
 _fused_rotate_query_key = torch.compile(rotate_query_key, fullgraph=True)
 
 
-def rotary(fused: bool) -> Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+def query_key_rotation(fused: bool) -> QueryKeyRotation:
     """The query/key rotation: compiled when ``fused``, eager otherwise."""
     return _fused_rotate_query_key if fused else rotate_query_key
-
-
-def gated_activation(activation: Activation, fused: bool) -> Callable[[Tensor], Tensor]:
-    """``[gate; up] -> activation(gate) * up`` on the last dimension (compiled when ``fused``)."""
-
-    def gate_times_up(intermediate: Tensor) -> Tensor:
-        gate, up = intermediate.chunk(2, dim=-1)
-        return activation(gate) * up
-
-    return torch.compile(gate_times_up, fullgraph=True) if fused else gate_times_up
