@@ -9,11 +9,33 @@ classmethod; one that needs more is bound with ``functools.partial``.
 
 Parents call every builder with all of its keywords and use only what the returned Protocol
 declares: they never inspect which class they built.
+
+Module Protocols whose ``forward`` has the same shape are told apart by a member only the
+right kind has, so that even a ``functools.partial`` (which mypy checks only by its bound
+keywords and its return type) cannot put one in the other's slot:
+
+* ``ColumnLinear.gather_output`` / ``RowLinear.input_is_parallel`` (the keyword each
+  builder receives that the other does not);
+* ``Norm.eps`` (what ``torch.nn.RMSNorm``, ``torch.nn.LayerNorm`` and megaspec's norms have)
+  and ``Mlp.handles_sequence_parallel``;
+* a block pattern holds :class:`LayerSpec` values, which only layer builders make, never a
+  mixer (whose forward is a layer's).
+
+``handles_sequence_parallel`` is part of the sequence-parallel contract of the mixer, MLP and
+layer slots: under ``TransformerConfig.sequence_parallel`` the residual stream is split along
+the sequence, ``[s / tp, b, h]`` on each tensor-parallel rank. A child declaring ``True``
+takes and returns that slice (it gathers what it needs itself, as ``SelfAttention`` and
+``MLP`` do through linears built with ``sequence_parallel=True``). A child declaring
+``False`` always sees the whole sequence ``[s, b, h]``: the parent all-gathers it before the
+call and keeps this rank's slice of the result, so the child runs replicated on every rank
+and needs no tensor-parallel code at all. Without sequence parallelism the flag changes
+nothing.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, final
 
 import torch
 from torch import Tensor
@@ -31,7 +53,11 @@ class ColumnLinear(Protocol):
 
     ``forward``: ``[s, b, input_size]`` (``[s / tp, b, input_size]`` when sequence parallel)
     -> ``[s, b, output_size / tp]`` (``[s, b, output_size]`` when gathering its output).
+    ``gather_output`` is the value its builder received; only column-parallel layers have it.
     """
+
+    @property
+    def gather_output(self) -> bool: ...
 
     def forward(self, hidden: Tensor) -> Tensor: ...
 
@@ -61,7 +87,11 @@ class RowLinear(Protocol):
 
     ``forward``: ``[s, b, input_size / tp]`` (or ``[s, b, input_size]`` when its input is not
     parallel) -> ``[s, b, output_size]`` (``[s / tp, b, output_size]`` when sequence parallel).
+    ``input_is_parallel`` is the value its builder received; only row-parallel layers have it.
     """
+
+    @property
+    def input_is_parallel(self) -> bool: ...
 
     def forward(self, hidden: Tensor) -> Tensor: ...
 
@@ -123,7 +153,14 @@ class EmbeddingBuilder(Protocol):
 
 
 class Norm(Protocol):
-    """Normalises the last dimension: ``[..., hidden_size] -> [..., hidden_size]``."""
+    """Normalises the last dimension: ``[..., hidden_size] -> [..., hidden_size]``.
+
+    ``eps`` (``config.norm_epsilon`` from the standard builders; ``None`` where a norm picks
+    its own, as ``torch.nn.RMSNorm`` may) marks a norm: MLPs and linears have none.
+    """
+
+    @property
+    def eps(self) -> float | None: ...
 
     def forward(self, hidden: Tensor) -> Tensor: ...
 
@@ -184,9 +221,14 @@ class CoreAttentionBuilder(Protocol):
 class Mixer(Protocol):
     """Mixes information across the sequence (attention, SSM, convolution, ...).
 
-    ``forward``: ``[s, b, hidden]`` (``[s / tp, b, hidden]`` when sequence parallel) -> the same
-    shape. Per-call information arrives in ``context``.
+    ``forward``: ``[s, b, hidden]`` -> the same shape; per-call information arrives in
+    ``context``. Under sequence parallelism the input is ``[s / tp, b, hidden]`` if
+    ``handles_sequence_parallel`` is true; otherwise the layer gathers the whole sequence
+    for the call (see the module docstring).
     """
+
+    @property
+    def handles_sequence_parallel(self) -> bool: ...
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor: ...
 
@@ -205,7 +247,15 @@ class MixerBuilder(Protocol):
 
 
 class Mlp(Protocol):
-    """Position-wise feed-forward: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when SP)."""
+    """Position-wise feed-forward: ``[s, b, hidden] -> [s, b, hidden]``.
+
+    Under sequence parallelism the input is ``[s / tp, b, hidden]`` if
+    ``handles_sequence_parallel`` is true; otherwise the layer gathers the whole sequence
+    for the call (see the module docstring).
+    """
+
+    @property
+    def handles_sequence_parallel(self) -> bool: ...
 
     def forward(self, hidden: Tensor) -> Tensor: ...
 
@@ -226,12 +276,13 @@ class MlpBuilder(Protocol):
 class Layer(Protocol):
     """One layer of a block sequence: ``[s, b, hidden] -> [s, b, hidden]``.
 
-    ``layer_index`` (the index it was built with) also tells a layer from a mixer, whose
-    forward has the same signature: a mixer builder in a block pattern is a type error.
+    Under sequence parallelism the input is ``[s / tp, b, hidden]`` if
+    ``handles_sequence_parallel`` is true; otherwise the block sequence gathers the whole
+    sequence for the call (see the module docstring).
     """
 
     @property
-    def layer_index(self) -> int: ...
+    def handles_sequence_parallel(self) -> bool: ...
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor: ...
 
@@ -239,8 +290,26 @@ class Layer(Protocol):
 
 
 class LayerBuilder(Protocol):
-    """Builds a :class:`Layer`; an element of a block sequence's pattern."""
+    """Builds a :class:`Layer`. ``layer_index`` counts layers from 0 across the whole model."""
 
     def __call__(
         self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int
     ) -> Layer: ...
+
+
+@final
+@dataclass(frozen=True)
+class LayerSpec:
+    """An element of a block pattern that builds one whole layer.
+
+    A nominal wrapper: a mixer builder has a layer builder's signature (and a mixer may well
+    store ``layer_index``), but it is not a ``LayerSpec``, so mypy rejects it in a pattern.
+    ``TransformerLayer.as_layer_submodule(...)`` returns one; wrap your own layer class as
+    ``LayerSpec(MyLayer)`` (or ``LayerSpec(functools.partial(MyLayer, extra=...))``).
+    """
+
+    builder: LayerBuilder
+
+    def build(self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> Layer:
+        """Build the layer with the slot's keywords."""
+        return self.builder(config=config, groups=groups, layer_index=layer_index)

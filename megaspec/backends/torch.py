@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from megaspec.builders import LayerBuilder
+from megaspec.builders import LayerSpec
 from megaspec.layers import (
     MLP,
     BlockSequenceSpec,
@@ -56,8 +56,8 @@ def llama_layer_submodules(
     )
 
 
-def llama_layer(attention: AttentionConfig, mlp: MlpConfig, *, qk_norm: bool = False) -> LayerBuilder:
-    """:func:`llama_layer_submodules` as a layer builder for block sequences."""
+def llama_layer(attention: AttentionConfig, mlp: MlpConfig, *, qk_norm: bool = False) -> LayerSpec:
+    """:func:`llama_layer_submodules` as an element of a block pattern."""
     return TransformerLayer.as_layer_submodule(
         llama_layer_submodules(attention, mlp, qk_norm=qk_norm)
     )

@@ -1,14 +1,9 @@
 """Transformer building blocks: norms, attention, MLP, the transformer layer, block sequences."""
 
-from megaspec.layers.attention import (
-    DotProductAttention,
-    SelfAttention,
-    SelfAttentionSubmodules,
-    rotary_dim,
-)
-from megaspec.layers.fused import rotate
+from megaspec.builders import LayerSpec
+from megaspec.layers.attention import DotProductAttention, SelfAttention, SelfAttentionSubmodules
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
-from megaspec.layers.mlp import MLP, MlpSubmodules
+from megaspec.layers.mlp import MLP, MlpSubmodules, gated_activation
 from megaspec.layers.norms import LayerNorm, RMSNorm
 from megaspec.layers.slots import (
     SlotBuildError,
@@ -16,7 +11,9 @@ from megaspec.layers.slots import (
     checked_child,
     checked_module,
     checked_output,
+    declared_sequence_parallel,
     describe_builder,
+    refuse_rebound_keywords,
 )
 from megaspec.layers.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
@@ -26,18 +23,20 @@ __all__ = [
     "BlockSequenceSpec",
     "DotProductAttention",
     "LayerNorm",
+    "LayerSpec",
     "MlpSubmodules",
     "RMSNorm",
     "SelfAttention",
     "SelfAttentionSubmodules",
-    "TransformerLayer",
     "SlotBuildError",
+    "TransformerLayer",
     "TransformerLayerSubmodules",
-    "rotate",
     "building_slot",
     "checked_child",
     "checked_module",
     "checked_output",
+    "declared_sequence_parallel",
     "describe_builder",
-    "rotary_dim",
+    "gated_activation",
+    "refuse_rebound_keywords",
 ]

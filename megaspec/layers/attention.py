@@ -17,15 +17,11 @@ from megaspec.builders import (
     RowLinearBuilder,
 )
 from megaspec.context import LayerContext
-from megaspec.layers.fused import rotary
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, ones_init, scaled_normal_init
+from megaspec.rotary import query_key_rotation, rotary_dim
+from megaspec.schema import ConfigError
 from megaspec.transformer_config import AttentionConfig, TransformerConfig
-
-
-def rotary_dim(head_dim: int, fraction: float) -> int:
-    """Dimensions of a head that RoPE rotates: ``head_dim * fraction``, rounded down to even."""
-    return int(head_dim * fraction) // 2 * 2
 
 
 class DotProductAttention(nn.Module):
@@ -74,9 +70,11 @@ class SelfAttention(nn.Module):
     Shapes: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when sequence parallel).
 
     Raises:
-        ValueError: if ``hidden_size`` is not divisible by ``num_heads`` (with no explicit
-            ``head_dim``), or heads or KV groups are not divisible by the tensor-parallel size.
+        ValueError: for settings that do not fit the model width or the tensor-parallel size
+            (see :meth:`AttentionConfig.check_model`), naming the layer and the field.
     """
+
+    handles_sequence_parallel = True  # linear_qkv gathers the sequence, linear_proj splits it
 
     def __init__(
         self,
@@ -88,31 +86,23 @@ class SelfAttention(nn.Module):
         submodules: SelfAttentionSubmodules,
     ) -> None:
         super().__init__()
+        owner = f"SelfAttention (layer {layer_index})"
         tp = groups.tensor_size
-        for name, count in (("num_heads", attention.num_heads), ("num_query_groups", attention.query_groups)):
-            if count % tp != 0:
-                raise ValueError(
-                    f"SelfAttention (layer {layer_index}): {name} ({count}) is not divisible by "
-                    f"the tensor-parallel size ({tp})"
-                )
         try:
-            self.head_dim = attention.resolved_head_dim(config.hidden_size)
-        except ValueError as error:
-            raise ValueError(f"SelfAttention (layer {layer_index}): {error}") from None
+            attention.check_model(config.hidden_size, tp)
+        except ConfigError as error:
+            raise ValueError(f"{owner}: {error}") from None
+        self.head_dim = attention.resolved_head_dim(config.hidden_size)
         self.heads_per_group = attention.num_heads // attention.query_groups
         self.local_groups = attention.query_groups // tp
         self.local_heads = attention.num_heads // tp
         self.rotary_dim = rotary_dim(self.head_dim, attention.rotary_fraction)
-        if attention.rotary_fraction > 0 and self.rotary_dim == 0:
-            raise ValueError(
-                f"SelfAttention (layer {layer_index}): rotary_fraction {attention.rotary_fraction} "
-                f"of head_dim {self.head_dim} rotates no dimension; use 0 to disable RoPE"
-            )
         self.rotary_base = attention.rotary_base
-        self.rotate_query_key = rotary(config.fuse_elementwise)
-        owner = f"SelfAttention (layer {layer_index})"
+        self.rotate_query_key = query_key_rotation(config.fuse_elementwise)
         qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
-        with building_slot(owner=owner, slot="linear_qkv", builder=submodules.linear_qkv) as slot:
+        with building_slot(
+            owner=owner, slot="linear_qkv", builder=submodules.linear_qkv, interface=ColumnLinearBuilder
+        ) as slot:
             self.linear_qkv = slot.checked(
                 submodules.linear_qkv(
                     input_size=config.hidden_size,
@@ -128,13 +118,20 @@ class SelfAttention(nn.Module):
             )
         self.q_norm = self._build_head_norm(submodules.q_norm, "q_norm", owner, config, groups)
         self.k_norm = self._build_head_norm(submodules.k_norm, "k_norm", owner, config, groups)
-        with building_slot(owner=owner, slot="core_attention", builder=submodules.core_attention) as slot:
+        with building_slot(
+            owner=owner,
+            slot="core_attention",
+            builder=submodules.core_attention,
+            interface=CoreAttentionBuilder,
+        ) as slot:
             self.core_attention = slot.checked(
                 submodules.core_attention(
                     config=config, attention=attention, groups=groups, layer_index=layer_index
                 )
             )
-        with building_slot(owner=owner, slot="linear_proj", builder=submodules.linear_proj) as slot:
+        with building_slot(
+            owner=owner, slot="linear_proj", builder=submodules.linear_proj, interface=RowLinearBuilder
+        ) as slot:
             self.linear_proj = slot.checked(
                 submodules.linear_proj(
                     input_size=attention.num_heads * self.head_dim,
@@ -159,7 +156,7 @@ class SelfAttention(nn.Module):
         if builder is None:
             return None
         # Each rank normalises its own heads: the shared scale's gradient is summed over ranks.
-        with building_slot(owner=owner, slot=slot, builder=builder) as building:
+        with building_slot(owner=owner, slot=slot, builder=builder, interface=NormBuilder) as building:
             return building.checked(
                 builder(
                     hidden_size=self.head_dim,

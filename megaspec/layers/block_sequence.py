@@ -7,15 +7,16 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from megaspec.builders import LayerBuilder
+from megaspec.builders import LayerBuilder, LayerSpec
 from megaspec.context import LayerContext
 from megaspec.layers.slots import (
     building_slot,
     checked_module,
     checked_output,
+    declared_sequence_parallel,
     describe_builder,
 )
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import ParallelGroups, replicated_over_sequence
 from megaspec.transformer_config import TransformerConfig
 
 
@@ -23,9 +24,10 @@ from megaspec.transformer_config import TransformerConfig
 class BlockSequenceSpec:
     """``pattern`` repeated until it has built ``num_layers`` layers.
 
-    An element of ``pattern`` is a layer builder (one layer) or a nested spec (its
-    ``num_layers`` layers). ``num_layers`` must be a whole multiple of the pattern's length:
-    nothing is silently cut or replicated. Examples::
+    An element of ``pattern`` is a :class:`~megaspec.builders.LayerSpec` (one layer, e.g.
+    ``TransformerLayer.as_layer_submodule(...)``) or a nested spec (its ``num_layers``
+    layers). ``num_layers`` must be a whole multiple of the pattern's length: nothing is
+    silently cut or replicated. Examples::
 
         BlockSequenceSpec(pattern=[attention_layer], num_layers=24)          # 24 x attention
         BlockSequenceSpec(pattern=[attn, attn, conv], num_layers=12)         # 4 x (a, a, c)
@@ -34,9 +36,11 @@ class BlockSequenceSpec:
     Raises:
         ValueError: for an empty pattern or a ``num_layers`` that is not a positive multiple
             of the pattern's length.
+        TypeError: for an element that is neither a ``LayerSpec`` nor a ``BlockSequenceSpec``
+            (a mixer builder, say, in code mypy does not check).
     """
 
-    pattern: Sequence[LayerBuilder | BlockSequenceSpec]
+    pattern: Sequence[LayerSpec | BlockSequenceSpec]
     num_layers: int
 
     def __post_init__(self) -> None:
@@ -44,6 +48,13 @@ class BlockSequenceSpec:
         object.__setattr__(self, "pattern", tuple(self.pattern))
         if len(self.pattern) == 0:
             raise ValueError("BlockSequenceSpec: pattern is empty")
+        for index, element in enumerate(self.pattern):
+            if not isinstance(element, (LayerSpec, BlockSequenceSpec)):
+                raise TypeError(
+                    f"BlockSequenceSpec: pattern[{index}] is {describe_builder(element)}, not a "
+                    f"LayerSpec or BlockSequenceSpec; wrap a layer builder as LayerSpec(builder) "
+                    f"(TransformerLayer.as_layer_submodule(...) returns one)"
+                )
         length = self.pattern_length
         if self.num_layers <= 0 or self.num_layers % length != 0:
             raise ValueError(
@@ -67,14 +78,16 @@ class BlockSequenceSpec:
             if isinstance(element, BlockSequenceSpec):
                 one_pass.extend(element.layer_builders())
             else:
-                one_pass.append(element)
+                one_pass.append(element.builder)
         return one_pass * (self.num_layers // len(one_pass))
 
 
 class BlockSequence(nn.Module):
     """The layers of a :class:`BlockSequenceSpec`, applied in order.
 
-    Layer ``i`` is built with ``layer_index=first_layer_index + i``.
+    Layer ``i`` is built with ``layer_index=first_layer_index + i``. Under sequence
+    parallelism a layer declaring ``handles_sequence_parallel = False`` gets the whole
+    sequence (see :mod:`megaspec.builders`).
     Shapes: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when sequence parallel).
 
     Raises:
@@ -100,19 +113,31 @@ class BlockSequence(nn.Module):
         builders = spec.layer_builders()
         # The spec is frozen and validated; this guards the invariant the whole design rests on.
         assert len(builders) == spec.num_layers, (len(builders), spec.num_layers)
+        self.groups = groups
         self._builder_names = [describe_builder(builder) for builder in builders]
         self.layers = nn.ModuleList()
+        sequence_split = config.sequence_parallel and groups.tensor_size > 1
+        self._gather_sequence: list[bool] = []
         for offset, builder in enumerate(builders):
             slot = f"layers[{offset}]"
-            with building_slot(owner="BlockSequence", slot=slot, builder=builder):
+            with building_slot(owner="BlockSequence", slot=slot, builder=builder, interface=LayerBuilder):
                 layer = builder(config=config, groups=groups, layer_index=first_layer_index + offset)
             self.layers.append(checked_module(layer, owner="BlockSequence", slot=slot, builder=builder))
+            handles = declared_sequence_parallel(layer, owner="BlockSequence", slot=slot, builder=builder)
+            self._gather_sequence.append(sequence_split and not handles)
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
         for offset, layer in enumerate(self.layers):
+            def apply(current: Tensor, layer: nn.Module = layer) -> Tensor:
+                output: Tensor = layer(current, context=context)
+                return output
+
+            if self._gather_sequence[offset]:
+                output = replicated_over_sequence(apply, hidden, self.groups.tensor)
+            else:
+                output = apply(hidden)
             hidden = checked_output(
-                layer(hidden, context=context), hidden,
-                owner="BlockSequence", slot=f"layers[{offset}]",
+                output, hidden, owner="BlockSequence", slot=f"layers[{offset}]",
                 builder=self._builder_names[offset],
             )
         return hidden

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from megaspec.builders import ColumnLinearBuilder, MlpBuilder, RowLinearBuilder
-from megaspec.layers.fused import gated_activation
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, scaled_normal_init
-from megaspec.transformer_config import MlpConfig, TransformerConfig
+from megaspec.schema import ConfigError
+from megaspec.transformer_config import Activation, MlpConfig, TransformerConfig
+
+
+def gated_activation(activation: Activation, fused: bool) -> Callable[[Tensor], Tensor]:
+    """``[gate; up] -> activation(gate) * up`` on the last dimension.
+
+    Eager, this is three passes over memory; ``fused`` (``TransformerConfig.fuse_elementwise``)
+    compiles it into one kernel that recomputes the activation in the backward pass instead
+    of saving it.
+    """
+
+    def gate_times_up(intermediate: Tensor) -> Tensor:
+        gate, up = intermediate.chunk(2, dim=-1)
+        return activation(gate) * up
+
+    return torch.compile(gate_times_up, fullgraph=True) if fused else gate_times_up
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,8 @@ class MLP(nn.Module):
         ValueError: if ``ffn_hidden_size`` is not divisible by the tensor-parallel size.
     """
 
+    handles_sequence_parallel = True  # linear_fc1 gathers the sequence, linear_fc2 splits it
+
     def __init__(
         self,
         *,
@@ -43,17 +62,17 @@ class MLP(nn.Module):
         submodules: MlpSubmodules,
     ) -> None:
         super().__init__()
-        if mlp.ffn_hidden_size % groups.tensor_size != 0:
-            raise ValueError(
-                f"MLP (layer {layer_index}): ffn_hidden_size ({mlp.ffn_hidden_size}) is not "
-                f"divisible by the tensor-parallel size ({groups.tensor_size})"
-            )
-        self.activate = (
-            gated_activation(mlp.activation, config.fuse_elementwise) if mlp.gated else mlp.activation
-        )
-        parts = 2 if mlp.gated else 1
         owner = f"MLP (layer {layer_index})"
-        with building_slot(owner=owner, slot="linear_fc1", builder=submodules.linear_fc1) as slot:
+        try:
+            mlp.check_model(config.hidden_size, groups.tensor_size)
+        except ConfigError as error:
+            raise ValueError(f"{owner}: {error}") from None
+        activation = mlp.activation_function
+        self.activate = gated_activation(activation, config.fuse_elementwise) if mlp.gated else activation
+        parts = 2 if mlp.gated else 1
+        with building_slot(
+            owner=owner, slot="linear_fc1", builder=submodules.linear_fc1, interface=ColumnLinearBuilder
+        ) as slot:
             self.linear_fc1 = slot.checked(
                 submodules.linear_fc1(
                     input_size=config.hidden_size,
@@ -67,7 +86,9 @@ class MLP(nn.Module):
                     params_dtype=config.params_dtype,
                 )
             )
-        with building_slot(owner=owner, slot="linear_fc2", builder=submodules.linear_fc2) as slot:
+        with building_slot(
+            owner=owner, slot="linear_fc2", builder=submodules.linear_fc2, interface=RowLinearBuilder
+        ) as slot:
             self.linear_fc2 = slot.checked(
                 submodules.linear_fc2(
                     input_size=mlp.ffn_hidden_size,

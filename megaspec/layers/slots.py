@@ -1,9 +1,11 @@
 """Run-time guards around builders: what mypy cannot see (a builder typed ``Any``, a wrong
-output shape) fails loudly, naming the slot and the builder."""
+output shape, a ``functools.partial`` that binds a keyword the slot passes itself) fails
+loudly, naming the slot and the builder."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 from types import TracebackType
 from typing import TypeVar
 
@@ -84,18 +86,71 @@ def checked_output(output: object, expected: Tensor, *, owner: str, slot: str, b
     return output
 
 
+def declared_sequence_parallel(child: object, *, owner: str, slot: str, builder: object) -> bool:
+    """``child.handles_sequence_parallel`` (see :mod:`megaspec.builders`), checked to be a bool.
+
+    Raises:
+        SlotBuildError: if ``child`` does not declare it.
+    """
+    flag = getattr(child, "handles_sequence_parallel", None)
+    if not isinstance(flag, bool):
+        raise SlotBuildError(
+            f"{owner}: builder {describe_builder(builder)} for slot '{slot}' returned "
+            f"{type(child).__name__}, which does not declare handles_sequence_parallel (True: it "
+            f"takes this rank's slice of the sequence under sequence parallelism; False: it needs "
+            f"the whole sequence, which the parent then gathers for it)"
+        )
+    return flag
+
+
+def _bound_keywords(builder: object) -> set[str]:
+    bound: set[str] = set()
+    while isinstance(builder, functools.partial):
+        bound.update(builder.keywords)
+        builder = builder.func
+    return bound
+
+
+@functools.cache
+def _slot_keywords(interface: type) -> frozenset[str]:
+    parameters = inspect.signature(getattr(interface, "__call__")).parameters
+    return frozenset(name for name in parameters if name != "self")
+
+
+def refuse_rebound_keywords(builder: object, *, interface: type, owner: str, slot: str) -> None:
+    """Refuse a ``functools.partial`` binding a keyword that the slot passes itself.
+
+    The parent's value would silently replace the bound one at call time (and mypy does not
+    see it: it checks a partial only by its bound keywords and its return type).
+
+    Raises:
+        SlotBuildError: naming the keywords.
+    """
+    rebound = sorted(_bound_keywords(builder) & _slot_keywords(interface))
+    if rebound:
+        raise SlotBuildError(
+            f"{owner}: builder {describe_builder(builder)} for slot '{slot}' binds "
+            f"{', '.join(rebound)}, which the slot passes itself and would silently replace; "
+            f"leave {'them' if len(rebound) > 1 else 'it'} unbound or write an adapter function"
+        )
+
+
 class building_slot:  # noqa: N801 - used like a function: `with building_slot(...) as slot:`
     """Context for calling one slot's builder: names the slot and builder in every failure.
 
-    A ``TypeError`` raised while building (e.g. a ``functools.partial`` that left a required
-    keyword unbound, which mypy cannot see) is re-raised as :class:`SlotBuildError` naming
-    the owner, slot and builder; :meth:`checked` applies :func:`checked_child`::
+    ``interface`` is the slot's builder Protocol. A ``functools.partial`` that binds one of
+    its keywords is refused before the call; a ``TypeError`` raised while building (e.g. a
+    partial that left a required keyword unbound, which mypy cannot see) is re-raised as
+    :class:`SlotBuildError` naming the owner, slot and builder; :meth:`checked` applies
+    :func:`checked_child`::
 
-        with building_slot(owner="MLP (layer 3)", slot="linear_fc1", builder=builder) as slot:
+        with building_slot(owner="MLP (layer 3)", slot="linear_fc1", builder=builder,
+                           interface=ColumnLinearBuilder) as slot:
             self.linear_fc1 = slot.checked(builder(...))
     """
 
-    def __init__(self, *, owner: str, slot: str, builder: object) -> None:
+    def __init__(self, *, owner: str, slot: str, builder: object, interface: type) -> None:
+        refuse_rebound_keywords(builder, interface=interface, owner=owner, slot=slot)
         self.owner = owner
         self.slot = slot
         self.builder = builder

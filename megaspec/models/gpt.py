@@ -70,7 +70,9 @@ class GPTModel(nn.Module):
         self.padded_vocab_size = padded_vocab_size(vocab_size, groups, VOCAB_PADDING_MULTIPLE)
         self.tie_embeddings = tie_embeddings
         vocab_init = padded_rows_init(normal_init(config.init_std), vocab_size)
-        with building_slot(owner="GPTModel", slot="embedding", builder=submodules.embedding) as slot:
+        with building_slot(
+            owner="GPTModel", slot="embedding", builder=submodules.embedding, interface=EmbeddingBuilder
+        ) as slot:
             self.embedding = slot.checked(
                 submodules.embedding(
                     num_embeddings=self.padded_vocab_size,
@@ -82,7 +84,9 @@ class GPTModel(nn.Module):
                 )
             )
         self.blocks = BlockSequence(config=config, groups=groups, spec=submodules.blocks)
-        with building_slot(owner="GPTModel", slot="final_norm", builder=submodules.final_norm) as slot:
+        with building_slot(
+            owner="GPTModel", slot="final_norm", builder=submodules.final_norm, interface=NormBuilder
+        ) as slot:
             self.final_norm = slot.checked(
                 submodules.final_norm(
                     hidden_size=config.hidden_size,
@@ -94,7 +98,12 @@ class GPTModel(nn.Module):
             )
         self.output_layer: ColumnLinear | None = None
         if not tie_embeddings:
-            with building_slot(owner="GPTModel", slot="output_layer", builder=submodules.output_layer) as slot:
+            with building_slot(
+                owner="GPTModel",
+                slot="output_layer",
+                builder=submodules.output_layer,
+                interface=ColumnLinearBuilder,
+            ) as slot:
                 self.output_layer = slot.checked(
                     submodules.output_layer(
                         input_size=config.hidden_size,

@@ -1,7 +1,7 @@
-"""Wrong: ``MlpConfig.activation`` set to something that is not ``Tensor -> Tensor``.
+"""Wrong: ``MlpConfig.activation`` set to neither a known name nor ``Tensor -> Tensor``.
 
-A name (``"silu"``), the module class ``torch.nn.SiLU`` (calling it builds a module; its
-argument is ``inplace: bool``), and a function on floats.
+A misspelled name (``"swish"``: names are a ``Literal``), the module class ``torch.nn.SiLU``
+(calling it builds a module; its argument is ``inplace: bool``), and a function on floats.
 """
 
 import torch
@@ -13,6 +13,6 @@ def scalar_relu(value: float) -> float:
     return max(value, 0.0)
 
 
-by_name = MlpConfig(ffn_hidden_size=128, activation="silu")  # expect: arg-type
+unknown_name = MlpConfig(ffn_hidden_size=128, activation="swish")  # expect: arg-type
 module_class = MlpConfig(ffn_hidden_size=128, activation=torch.nn.SiLU)  # expect: arg-type
 on_floats = MlpConfig(ffn_hidden_size=128, activation=scalar_relu)  # expect: arg-type

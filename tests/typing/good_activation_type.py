@@ -1,7 +1,8 @@
 """Right: activations that map a ``Tensor`` to a ``Tensor``.
 
-Covers ``bad_activation_type``. A module *instance* such as ``torch.nn.SiLU()`` also fits
-(its ``__call__`` is typed ``Callable[..., Any]``) and works at run time.
+Covers ``bad_activation_type``: names (the only form a YAML file or a saved config can
+hold) and functions. A module *instance* such as ``torch.nn.SiLU()`` also fits (its
+``__call__`` is typed ``Callable[..., Any]``) and works at run time.
 """
 
 import torch
@@ -15,6 +16,7 @@ def squared_relu(hidden: Tensor) -> Tensor:
     return F.relu(hidden).square()
 
 
+by_name = MlpConfig(ffn_hidden_size=128, activation="gelu_tanh")
 silu = MlpConfig(ffn_hidden_size=128, activation=F.silu)
 gelu = MlpConfig(ffn_hidden_size=128, activation=F.gelu, gated=False)
 relu = MlpConfig(ffn_hidden_size=128, activation=torch.relu)

@@ -16,6 +16,8 @@ from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerC
 class IdentityMlp(nn.Module):
     """An MLP slot filler that fits ``MlpBuilder`` without an adapter."""
 
+    handles_sequence_parallel = True  # position-wise: a slice of the sequence is fine
+
     def __init__(self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> None:
         super().__init__()
 

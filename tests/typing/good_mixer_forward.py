@@ -16,6 +16,8 @@ from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerC
 
 
 class MixerBase(nn.Module):
+    handles_sequence_parallel = False
+
     def __init__(self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> None:
         super().__init__()
 
