@@ -16,6 +16,7 @@ from megaspec.parallel.collectives import (
     gather_from_tensor_parallel_region,
     reduce_from_tensor_parallel_region,
     reduce_scatter_to_sequence_parallel_region,
+    replicated_over_sequence,
     scatter_to_sequence_parallel_region,
     scatter_to_tensor_parallel_region,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "padded_vocab_size",
     "reduce_from_tensor_parallel_region",
     "reduce_scatter_to_sequence_parallel_region",
+    "replicated_over_sequence",
     "scaled_normal_init",
     "scatter_to_sequence_parallel_region",
     "scatter_to_tensor_parallel_region",

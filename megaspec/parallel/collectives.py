@@ -10,15 +10,19 @@ missing piece and nothing more.
 Activations are laid out ``[sequence, batch, hidden]`` (see ``megaspec.parallel``):
 sequence-parallel functions split and gather dimension 0, tensor-parallel ones the last
 dimension. With a group of size 1 (or ``None``) every function returns its input unchanged.
+The autograd graph keeps only weak references to process groups (see ``ParallelGroups``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from megaspec.parallel.groups import strong_group, weak_group
 
 Group = dist.ProcessGroup | None
 
@@ -80,12 +84,12 @@ def _all_gather_last_dim(tensor: Tensor, group: Group) -> Tensor:
 class _CopyToRegion(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return tensor
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _all_reduce(grad, ctx.group), None
+        return _all_reduce(grad, strong_group(ctx.group, "tensor-parallel")), None
 
 
 class _ReduceFromRegion(torch.autograd.Function):
@@ -101,56 +105,69 @@ class _ReduceFromRegion(torch.autograd.Function):
 class _ScatterLastDim(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return _split(tensor, -1, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _all_gather_last_dim(grad, ctx.group), None
+        return _all_gather_last_dim(grad, strong_group(ctx.group, "tensor-parallel")), None
 
 
 class _GatherLastDim(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return _all_gather_last_dim(tensor, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _split(grad, -1, ctx.group), None
+        return _split(grad, -1, strong_group(ctx.group, "tensor-parallel")), None
 
 
 class _ScatterSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return _split(tensor, 0, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _all_gather_first_dim(grad, ctx.group), None
+        return _all_gather_first_dim(grad, strong_group(ctx.group, "tensor-parallel")), None
 
 
 class _GatherSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return _all_gather_first_dim(tensor, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _reduce_scatter_first_dim(grad, ctx.group), None
+        return _reduce_scatter_first_dim(grad, strong_group(ctx.group, "tensor-parallel")), None
 
 
 class _ReduceScatterSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
-        ctx.group = group
+        ctx.group = weak_group(group)
         return _reduce_scatter_first_dim(tensor, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _all_gather_first_dim(grad, ctx.group), None
+        return _all_gather_first_dim(grad, strong_group(ctx.group, "tensor-parallel")), None
+
+
+class _GatherSequenceForReplicated(torch.autograd.Function):
+    # The gathered sequence feeds a computation replicated on every rank, whose gradient is
+    # the same full tensor on every rank: backward keeps this rank's slice, no reduction.
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:
+        ctx.group = weak_group(group)
+        return _all_gather_first_dim(tensor, group)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _split(grad, 0, strong_group(ctx.group, "tensor-parallel")), None
 
 
 def _apply(function: type[torch.autograd.Function], tensor: Tensor, group: Group) -> Tensor:
@@ -194,3 +211,21 @@ def gather_from_sequence_parallel_region(tensor: Tensor, group: Group) -> Tensor
 def reduce_scatter_to_sequence_parallel_region(tensor: Tensor, group: Group) -> Tensor:
     """Sum partial results over ranks and keep this rank's sequence slice; all-gather backward."""
     return _apply(_ReduceScatterSequence, tensor, group)
+
+
+def replicated_over_sequence(
+    function: Callable[[Tensor], Tensor], tensor: Tensor, group: Group
+) -> Tensor:
+    """``function`` of the whole sequence, given and returning this rank's sequence slice.
+
+    For a computation that needs every position (a mixer without tensor-parallel code) in a
+    sequence-parallel region: all-gather the sequence, run ``function`` replicated on every
+    rank, keep this rank's slice of its output. Backward gathers the output's gradient, runs
+    ``function``'s backward on every rank (its parameters get the full gradient, as at
+    tensor-parallel size 1) and keeps this rank's slice of the input's gradient.
+    """
+    if _size(group) == 1:
+        return function(tensor)
+    # torch declares Function.apply without annotations.
+    full: Tensor = _GatherSequenceForReplicated.apply(tensor, group)  # type: ignore[no-untyped-call]
+    return scatter_to_sequence_parallel_region(function(full), group)

@@ -2,23 +2,63 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from typing import Any
 
 import torch.distributed as dist
 
+_GroupReference = Any  # weakref.ref[dist.ProcessGroup] | None; ProcessGroup is a pybind class
 
-@dataclass(frozen=True)
+
+def weak_group(group: dist.ProcessGroup | None) -> _GroupReference:
+    """A weak reference to ``group`` (``None`` stays ``None``)."""
+    return None if group is None else weakref.ref(group)
+
+
+def strong_group(reference: _GroupReference, what: str) -> dist.ProcessGroup | None:
+    """The group behind :func:`weak_group`'s ``reference``.
+
+    Raises:
+        RuntimeError: if the group was destroyed (``torch.distributed.destroy_process_group``).
+    """
+    if reference is None:
+        return None
+    group: dist.ProcessGroup | None = reference()
+    if group is None:
+        raise RuntimeError(
+            f"the {what} process group no longer exists (torch.distributed.destroy_process_group "
+            f"was called); build the model again for a live group"
+        )
+    return group
+
+
 class ParallelGroups:
-    """The process groups a model is built for.
+    """The process groups a model is built for (immutable).
 
     ``tensor`` is the tensor-parallel group; ``None`` means tensor-parallel size 1 (a single
     process, or data parallelism only). ``data`` is the data-parallel group, used by the
     training loop, never by layers. Build one with :meth:`single` (no ``torch.distributed``
     needed, e.g. in a notebook) or :meth:`tensor_parallel_over_world`.
+
+    The groups are held by weak references, so a model never keeps a process group alive:
+    ``torch.distributed.destroy_process_group()`` really tears it down, and the process
+    exits cleanly (a process group that outlives it until interpreter exit makes gloo abort
+    with ``terminate called without an active exception``). Using a model after its group
+    was destroyed raises ``RuntimeError``.
     """
 
-    tensor: dist.ProcessGroup | None = None
-    data: dist.ProcessGroup | None = None
+    __slots__ = ("_tensor", "_data")
+    _tensor: _GroupReference
+    _data: _GroupReference
+
+    def __init__(
+        self, tensor: dist.ProcessGroup | None = None, data: dist.ProcessGroup | None = None
+    ) -> None:
+        object.__setattr__(self, "_tensor", weak_group(tensor))
+        object.__setattr__(self, "_data", weak_group(data))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ParallelGroups is immutable; cannot set {name!r}")
 
     @staticmethod
     def single() -> ParallelGroups:
@@ -41,11 +81,36 @@ class ParallelGroups:
         return ParallelGroups(tensor=dist.group.WORLD)
 
     @property
+    def tensor(self) -> dist.ProcessGroup | None:
+        """The tensor-parallel group (``None``: size 1)."""
+        return strong_group(self._tensor, "tensor-parallel")
+
+    @property
+    def data(self) -> dist.ProcessGroup | None:
+        """The data-parallel group (``None``: no data parallelism)."""
+        return strong_group(self._data, "data-parallel")
+
+    @property
     def tensor_size(self) -> int:
         """Number of ranks that share each tensor-parallel layer."""
-        return 1 if self.tensor is None else dist.get_world_size(self.tensor)
+        group = self.tensor
+        return 1 if group is None else dist.get_world_size(group)
 
     @property
     def tensor_rank(self) -> int:
         """This process's rank inside the tensor-parallel group."""
-        return 0 if self.tensor is None else dist.get_rank(self.tensor)
+        group = self.tensor
+        return 0 if group is None else dist.get_rank(group)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParallelGroups):
+            return NotImplemented
+        return (self._tensor, self._data) == (other._tensor, other._data)
+
+    def __hash__(self) -> int:
+        return hash((self._tensor, self._data))
+
+    def __repr__(self) -> str:
+        if self._tensor is None and self._data is None:
+            return "ParallelGroups.single()"
+        return f"ParallelGroups(tensor size {self.tensor_size}, data {'set' if self._data else 'unset'})"
