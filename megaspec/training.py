@@ -27,7 +27,16 @@ from torch import Tensor
 
 from tqdm import tqdm
 
-from megaspec.config import ConfigError, RunConfig, TrainingConfig, load, resolve, save
+from megaspec.config import (
+    ConfigError,
+    PathLike,
+    RunConfig,
+    TrainingConfig,
+    load,
+    resolve,
+    save,
+    saved_text,
+)
 from megaspec.config.resolve import Override
 from megaspec.data import ByteTokenizer, WindowSampler, load_corpus, train_validation_split
 from megaspec.models import GPTModel
@@ -76,7 +85,7 @@ def preset_run(name: str = "small") -> RunConfig:
 
 
 def resolve_run(
-    *, preset: str = "small", files: Sequence[str | Path] = (), overrides: Sequence[Override] = ()
+    *, preset: str = "small", files: Sequence[PathLike] = (), overrides: Sequence[Override] = ()
 ) -> RunConfig:
     """The run config of ``megaspec train``: ``preset``, then ``files``, then ``overrides``.
 
@@ -197,7 +206,7 @@ def train(
     run: RunConfig,
     *,
     device: str | torch.device = "cpu",
-    output_dir: Path | None = None,
+    output_dir: PathLike | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
@@ -207,9 +216,10 @@ def train(
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
-            :func:`build_model` and :func:`corpus_windows`).
+            :func:`build_model` and :func:`corpus_windows`) or whose config cannot be saved.
     """
     started = perf_counter()
+    saved_text(run)  # a config that cannot be saved fails now, not after training
     train_windows, validation_windows = corpus_windows(run)
     model = build_model(run).to(device)
     model.train()
@@ -301,18 +311,23 @@ def validation_loss(model: GPTModel, windows: WindowSampler, training: TrainingC
     return total / training.eval_batches
 
 
-def save_trained_model(model: GPTModel, run: RunConfig, directory: Path) -> None:
+def save_trained_model(model: GPTModel, run: RunConfig, directory: PathLike) -> None:
     """Write ``model.safetensors`` and ``config.yaml`` (the run's explicit fields).
 
-    ``directory`` and its parents are created; existing files are overwritten.
+    ``directory`` and its parents are created; existing files are replaced, each file
+    atomically (written under a temporary name, then renamed).
     """
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_model(model, str(directory / WEIGHTS_FILE))
+    weights = directory / WEIGHTS_FILE
+    temporary = weights.with_name(f".{WEIGHTS_FILE}.tmp")
+    safetensors.torch.save_model(model, str(temporary))
+    os.replace(temporary, weights)
     save(run, directory / CONFIG_FILE)
 
 
 def load_trained_model(
-    directory: Path, *, device: str | torch.device = "cpu"
+    directory: PathLike, *, device: str | torch.device = "cpu"
 ) -> tuple[GPTModel, RunConfig]:
     """Rebuild the model saved by :func:`save_trained_model` in ``directory``; eval mode.
 
@@ -321,6 +336,7 @@ def load_trained_model(
         ConfigError: if ``config.yaml`` is not a valid saved run config.
         RuntimeError: if the weights do not match the model the config describes.
     """
+    directory = Path(directory)
     run = load(RunConfig, directory / CONFIG_FILE)
     model = build_model(run).to(device)
     safetensors.torch.load_model(
