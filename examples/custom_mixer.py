@@ -51,6 +51,10 @@ class CausalConvMixer(nn.Module):
     sequence parallelism: ``in_proj`` gathers the sequence, ``out_proj`` scatters it back).
     """
 
+    # Its linears are built with config.sequence_parallel, so it takes this rank's slice of
+    # the sequence and gathers the whole sequence itself (see megaspec.builders).
+    handles_sequence_parallel = True
+
     def __init__(
         self,
         *,

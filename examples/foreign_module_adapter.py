@@ -14,10 +14,11 @@ once two small adaptations are made:
   ``[sequence, batch, features]`` layout (``batch_first=False``), so the wrapper only drops
   the final state from the GRU's output tuple.
 
-Tensor parallelism: the GRU is not sharded, so :func:`gru_mixer` raises ``ValueError`` for a
-tensor-parallel size above 1 instead of silently running a replicated copy on every rank
-(which would also break sequence parallelism, where each rank holds a slice of the sequence).
-Other things the adapter does not carry over: the GRU keeps torch's own initialisation
+Tensor parallelism: the GRU is not sharded. It runs replicated on every tensor-parallel rank
+(each computes the same output and the same full gradients, so TP=N trains exactly as TP=1),
+and :class:`GruMixer` declares ``handles_sequence_parallel = False``: under sequence
+parallelism, where each rank holds a slice of the sequence, the layer gathers the whole
+sequence for it and keeps this rank's slice of its output. Other things the adapter does not carry over: the GRU keeps torch's own initialisation
 (uniform in ``+-1/sqrt(hidden_size)``, drawn from the seeded CPU generator, so still
 reproducible) rather than ``config.init_std``, and it ignores ``context.position_ids``, so
 every sequence is read from its first token (no packed sequences).
@@ -46,8 +47,12 @@ VOCAB_SIZE = 256
 class GruMixer(nn.Module):
     """A single-layer unidirectional ``torch.nn.GRU`` as a mixer.
 
-    Shapes: ``[s, b, hidden] -> [s, b, hidden]``. ``context`` is accepted and unused.
+    Shapes: ``[s, b, hidden] -> [s, b, hidden]``, always the whole sequence (it reads every
+    token from the first): the layer gathers it under sequence parallelism. ``context`` is
+    accepted and unused.
     """
+
+    handles_sequence_parallel = False
 
     def __init__(self, gru: nn.GRU) -> None:
         super().__init__()
@@ -67,14 +72,8 @@ class GruMixer(nn.Module):
 def gru_mixer(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> GruMixer:
     """A :class:`~megaspec.builders.MixerBuilder` that builds a :class:`GruMixer`.
 
-    Raises:
-        ValueError: if ``groups.tensor_size`` > 1: ``torch.nn.GRU`` is not tensor-parallel.
+    The GRU is replicated on every tensor-parallel rank (see the module docstring).
     """
-    if groups.tensor_size > 1:
-        raise ValueError(
-            f"gru_mixer (layer {layer_index}): torch.nn.GRU is not tensor-parallel; it needs "
-            f"tensor-parallel size 1, got {groups.tensor_size}"
-        )
     gru = nn.GRU(config.hidden_size, config.hidden_size, dtype=config.params_dtype)
     return GruMixer(gru)
 
