@@ -12,7 +12,6 @@
 #                                            # installs .whl/* into /tmp/site
 #   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS
 # `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`.
-#   bash bench/gpu_setup.sh whatif [ARGS...] # python3 bench/megaspec_whatif.py ARGS (needs no TE)
 # Logs go to $OUT (or /tmp/out when OUT is unset).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -92,8 +91,5 @@ case "${1:-}" in
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/train_step.py --json "$OUT/results.json" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
-  whatif)
-    shift
-    PYTHONUNBUFFERED=1 python3 bench/megaspec_whatif.py "$@" 2>&1 | tee "$OUT/whatif.log" ;;
-  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]|whatif [ARGS...]"; exit 2 ;;
+  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]"; exit 2 ;;
 esac
