@@ -1,0 +1,13 @@
+"""The peers the benchmark times, one module each, in the order they run."""
+
+from __future__ import annotations
+
+from bench.peers.base import Built, Peer, PeerUnavailable, Variant
+from bench.peers.hf_llama import HF
+from bench.peers.megaspec_gpt import MEGASPEC, MEGASPEC_EAGER
+from bench.peers.megatron_te import MEGATRON
+
+# megaspec first: every ratio line compares it with a peer.
+PEERS: tuple[Peer, ...] = (MEGASPEC, MEGASPEC_EAGER, HF, MEGATRON)
+
+__all__ = ["PEERS", "Built", "Peer", "PeerUnavailable", "Variant"]
