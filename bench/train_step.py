@@ -8,6 +8,7 @@ RoPE 10000, vocab 32000 untied, sequence 2048, micro-batch 4, no biases, no drop
 - ``megaspec``: megaspec ``GPTModel`` from ``megaspec.backends.torch.llama_submodules`` (bf16),
   with ``fuse_elementwise``; ``megaspec-eager`` without it;
 - ``hf``: Hugging Face ``LlamaForCausalLM`` with ``attn_implementation="sdpa"`` in bf16;
+  ``hf-compile`` (opt-in) the same under ``model.compile()``;
 - ``megatron``: Megatron-core ``GPTModel`` with the Transformer Engine layer spec (bf16, TP=1)
   and Megatron-LM's default fusions.
 
@@ -202,7 +203,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only", default=None,
-        help=f"comma-separated subset of {names} (default: all; --small: no megatron)",
+        help=f"comma-separated subset of {names} (default: all but the opt-in hf-compile; "
+        "--small: no megatron)",
     )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")

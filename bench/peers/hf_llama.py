@@ -1,4 +1,4 @@
-"""Hugging Face ``LlamaForCausalLM`` with sdpa attention in bf16."""
+"""Hugging Face ``LlamaForCausalLM`` with sdpa attention in bf16, eager or ``model.compile()``d."""
 
 from __future__ import annotations
 
@@ -55,9 +55,11 @@ def new_llama(config: BenchConfig, device: torch.device) -> nn.Module:
     return model
 
 
-def build_hf(config: BenchConfig, device: torch.device) -> Built:
+def build_hf(config: BenchConfig, device: torch.device, *, compiled: bool) -> Built:
     """HF Llama; the loss is HF's own (float32 logits, mean cross-entropy) on shifted labels."""
     model = new_llama(config, device)
+    if compiled:
+        model.compile()  # the whole forward; the loss stays outside, as with the eager model
 
     def loss(inputs: Tensor, labels: Tensor) -> Tensor:
         logits: Tensor = model(input_ids=inputs, use_cache=False).logits  # [batch, sequence, vocab]
@@ -67,4 +69,18 @@ def build_hf(config: BenchConfig, device: torch.device) -> Built:
     return Built(model=model, loss=loss)
 
 
-HF = Peer("hf", "HF transformers", [Variant("", build_hf)])
+def build_hf_eager(config: BenchConfig, device: torch.device) -> Built:
+    """HF Llama, eager."""
+    return build_hf(config, device, compiled=False)
+
+
+def build_hf_compiled(config: BenchConfig, device: torch.device) -> Built:
+    """HF Llama under ``model.compile()`` (default inductor settings)."""
+    return build_hf(config, device, compiled=True)
+
+
+HF = Peer("hf", "HF transformers", [Variant("", build_hf_eager)])
+# Opt-in: compiling 16 layers costs a minute or more of a 10-minute device call.
+HF_COMPILED = Peer(
+    "hf-compile", "HF (compile)", [Variant("", build_hf_compiled)], in_small=False, opt_in=True
+)
