@@ -9,6 +9,8 @@ RoPE 10000, vocab 32000 untied, sequence 2048, micro-batch 4, no biases, no drop
   with ``fuse_elementwise``; ``megaspec-eager`` without it;
 - ``hf``: Hugging Face ``LlamaForCausalLM`` with ``attn_implementation="sdpa"`` in bf16;
   ``hf-compile`` (opt-in) the same under ``model.compile()``;
+- ``hf-liger``: the same HF model with Liger kernels (RoPE, SwiGLU, RMSNorm, fused linear
+  cross-entropy); CUDA only;
 - ``megatron``: Megatron-core ``GPTModel`` with the Transformer Engine layer spec (bf16, TP=1)
   and Megatron-LM's default fusions.
 

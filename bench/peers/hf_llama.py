@@ -15,8 +15,9 @@ from bench.peers.base import Built, Peer, Variant, unavailable
 def new_llama(config: BenchConfig, device: torch.device) -> nn.Module:
     """A freshly initialised bf16 ``LlamaForCausalLM`` of ``config``'s shape, in train mode.
 
-    Raises ``PeerUnavailable`` without transformers, and ``RuntimeError`` if HF picked another
-    attention than sdpa.
+    It is built from ``transformers.models.llama.modeling_llama`` as that module stands, so
+    Liger's patches (applied before) take effect. Raises ``PeerUnavailable`` without
+    transformers, and ``RuntimeError`` if HF picked another attention than sdpa.
     """
     try:
         import transformers
