@@ -12,7 +12,8 @@
 #                                            # joins, installs TE, builds transformer_engine_torch,
 #                                            # installs .whl/* (megatron-core, pydantic, liger-kernel)
 #                                            # into /tmp/site
-#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS
+#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS,
+#                                            # JSON record to $OUT/<date>-<gpu>.json
 # `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`.
 # Logs go to $OUT (or /tmp/out when OUT is unset).
 set -uo pipefail
@@ -101,6 +102,6 @@ case "${1:-}" in
   bench)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-    python3 bench/train_step.py --json "$OUT/results.json" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+    python3 bench/train_step.py --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]"; exit 2 ;;
 esac

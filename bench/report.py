@@ -1,10 +1,21 @@
-"""The results: one ``Result`` per peer, and the printed table with its ratio lines."""
+"""The results: one ``Result`` per peer, the printed table with its ratio lines, the JSON record.
+
+The JSON record (``FORMAT``) holds ``format``, ``source``, ``date``, ``command``, ``machine``,
+``versions``, ``config``, ``run`` and ``results``; ``results`` maps each peer's name to its
+``RESULT_FIELDS``. bench/README.md documents them; bench/results/ keeps the GPU runs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
 
 from bench.config import BenchConfig
+
+FORMAT = "megaspec-bench-train-step/1"
 
 
 @dataclass
@@ -25,12 +36,15 @@ class Result:
     peak_gib: float | None = None
     first_loss: float | None = None
     last_loss: float | None = None
-    profile: str | None = None
+    profile: str | None = None  # printed; not part of the JSON record
 
     @property
     def ok(self) -> bool:
         """Whether the peer was measured."""
         return self.status == "ok" or self.status.startswith("ok (")
+
+
+RESULT_FIELDS = tuple(f.name for f in fields(Result) if f.name not in ("name", "profile"))
 
 
 def _cell(value: float | int | None, spec: str) -> str:
@@ -88,3 +102,55 @@ def ratio_lines(results: list[Result]) -> list[str]:
 def report(results: list[Result], config: BenchConfig) -> str:
     """The final printout: table, parameter check, ratio lines."""
     return "\n".join(["", *table(results, config), parameter_line(results, config), *ratio_lines(results)])
+
+
+def _finite(value: object) -> object:
+    # JSON has no NaN or infinity; a diverged loss becomes null.
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def record(
+    results: list[Result],
+    config: BenchConfig,
+    *,
+    command: str,
+    machine: dict[str, object],
+    versions: dict[str, object],
+    run: dict[str, object],
+) -> dict[str, object]:
+    """The JSON record of one run (see the module docstring for its keys)."""
+    return {
+        "format": FORMAT,
+        "source": "measured by bench/train_step.py",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine,
+        "versions": versions,
+        "config": asdict(config),
+        "run": run,
+        "results": {
+            r.name: {key: _finite(getattr(r, key)) for key in RESULT_FIELDS} for r in results
+        },
+    }
+
+
+def record_path(requested: str, default_folder: Path, slug: str) -> Path:
+    """Where to write: ``requested`` if it names a file, else ``<date>-<slug>.json`` in the folder.
+
+    ``requested`` may be a ``.json`` path, an existing folder, or ``""`` for ``default_folder``.
+    An existing file of the generated name gets ``-2``, ``-3``... rather than being overwritten.
+    """
+    if requested.endswith(".json"):
+        return Path(requested)
+    folder = Path(requested) if requested else default_folder
+    stem = f"{datetime.now().strftime('%Y-%m-%d')}-{slug}"
+    path, index = folder / f"{stem}.json", 2
+    while path.exists():
+        path, index = folder / f"{stem}-{index}.json", index + 1
+    return path
+
+
+def write_record(data: dict[str, object], path: Path) -> None:
+    """Write ``data`` as indented JSON to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -27,13 +27,13 @@ Usage::
     python bench/train_step.py --small          # tiny config, CPU smoke test
     python bench/train_step.py --profile        # + torch.profiler kernel summary
 
-See bench/README.md for running it on the device machine with Transformer Engine.
+On CUDA the results are also written as JSON to bench/results/<date>-<gpu>.json (``--json``
+chooses another file or folder). See bench/README.md for the device machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -41,7 +41,8 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -51,10 +52,12 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPOSITORY not in sys.path:
     sys.path.insert(0, REPOSITORY)
 
-from bench import timing  # noqa: E402
+from bench import environment, timing  # noqa: E402
 from bench.config import FULL, SMALL, BenchConfig  # noqa: E402
 from bench.peers import PEERS, Built, Peer, PeerUnavailable  # noqa: E402
-from bench.report import Result, report  # noqa: E402
+from bench.report import Result, record, record_path, report, write_record  # noqa: E402
+
+RESULTS_FOLDER = Path(REPOSITORY) / "bench" / "results"
 
 
 @dataclass
@@ -209,7 +212,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--small: no megatron)",
     )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--json", nargs="?", const="", default=None, metavar="FILE_OR_FOLDER",
+        help="write the JSON record to FILE.json, or <date>-<gpu>.json in a folder "
+        "(default folder bench/results/; on CUDA a record is written there even without --json)",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.profile_steps < 1:
         parser.error("--steps, --warmup and --profile-steps must be at least 1")
@@ -266,10 +273,28 @@ def print_profiles(results: list[Result]) -> None:
             print(f"\n--- profile: {chosen.label} ---\n{chosen.profile}")
 
 
-def save_results(results: list[Result], config: BenchConfig, path: str) -> None:
-    """The config and every peer's result as JSON."""
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"config": asdict(config), "results": [asdict(r) for r in results]}, handle, indent=2)
+def save_record(results: list[Result], run: Measurement) -> None:
+    """Write the JSON record where ``--json`` says (on CUDA, by default to bench/results/)."""
+    if run.args.json is None and run.device.type != "cuda":
+        return
+    path = record_path(run.args.json or "", RESULTS_FOLDER, environment.gpu_slug(run.device))
+    options: dict[str, object] = {
+        "device": str(run.device),
+        "small": run.args.small,
+        "steps": run.args.steps,
+        "warmup": run.args.warmup,
+        "profile": run.args.profile,
+    }
+    data = record(
+        results,
+        run.config,
+        command=environment.command_line(),
+        machine=environment.machine(run.device),
+        versions=environment.versions(),
+        run=options,
+    )
+    write_record(data, path)
+    print(f"results written to {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,8 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         print_profiles(results)
     print(report(results, config), flush=True)
-    if args.json:
-        save_results(results, config, args.json)
+    save_record(results, run)
     return 0 if not any(r.status.startswith("failed") for r in results) else 1
 
 
