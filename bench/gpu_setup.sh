@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Device-machine helper for bench/train_step.py: brings Transformer Engine and Megatron-core onto a
-# GPU machine without internet, from what ../shared/gpu/prepare-te.sh put under .te/ and .whl/.
+# Device-machine helper for bench/train_step.py: brings Transformer Engine, Megatron-core and Liger onto a
+# GPU machine without internet, from what ../shared/gpu/prepare-te.sh put under .te/ and .whl/ (and the
+# liger-kernel wheel, also in .whl/: see bench/README.md).
 #
 # A device call may carry at most 64 MiB, so the TE wheel travels as 56 MiB parts, one per call,
 # in back-to-back calls (a warm machine keeps /tmp for 30 s between calls):
@@ -9,10 +10,11 @@
 #   ... p01, p02, p03 likewise ...
 #   bash bench/gpu_setup.sh install          # carry [".te/p04", ".te/src", ".whl"]: stashes p04,
 #                                            # joins, installs TE, builds transformer_engine_torch,
-#                                            # installs .whl/* into /tmp/site
-#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS
+#                                            # installs .whl/* (megatron-core, pydantic, liger-kernel)
+#                                            # into /tmp/site
+#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS,
+#                                            # JSON record to $OUT/<date>-<gpu>.json
 # `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`.
-#   bash bench/gpu_setup.sh whatif [ARGS...] # python3 bench/megaspec_whatif.py ARGS (needs no TE)
 # Logs go to $OUT (or /tmp/out when OUT is unset).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,11 @@ stash() {
 te_importable() {
   PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c \
     'import transformer_engine.pytorch as te, transformer_engine as t; print("transformer_engine", t.__version__)' 2>&1
+}
+
+liger_importable() {
+  PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c \
+    'import liger_kernel.transformers; from importlib.metadata import version; print("liger-kernel", version("liger-kernel"))' 2>&1
 }
 
 install() {
@@ -66,9 +73,12 @@ EOF
         > "$OUT/te_build.log" 2>&1) || { echo "transformer_engine_torch build FAILED, tail of te_build.log:"; tail -n 40 "$OUT/te_build.log"; }
       echo "transformer_engine_torch build took $((SECONDS - started)) s"
     fi
+    # liger-kernel is pure Python; its dependencies (torch, triton, transformers) are on the image.
+    ls .whl/liger_kernel-*.whl >/dev/null 2>&1 || echo "no liger-kernel wheel in .whl/: the HF + Liger peer will not run"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || echo "installing .whl/* FAILED"
     echo "import check: $(te_importable | tail -n 3)"
+    echo "import check: $(liger_importable | tail -n 3)"
   } 2>&1 | tee -a "$log"
 }
 
@@ -84,6 +94,7 @@ case "${1:-}" in
   check)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
     python3 -c 'import torch, transformers, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, transformers.__version__)'
+    python3 -c 'import triton; print("triton", triton.__version__)'
     which nvcc && nvcc --version | tail -n 2
     python3 -m pip list 2>/dev/null | grep -iE 'cudnn|nccl|cublas|cuda-toolkit|einops|onnx|wheel|setuptools|pybind' ;;
   stash) stash "$2" ;;
@@ -91,9 +102,6 @@ case "${1:-}" in
   bench)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-    python3 bench/train_step.py --json "$OUT/results.json" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
-  whatif)
-    shift
-    PYTHONUNBUFFERED=1 python3 bench/megaspec_whatif.py "$@" 2>&1 | tee "$OUT/whatif.log" ;;
-  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]|whatif [ARGS...]"; exit 2 ;;
+    python3 bench/train_step.py --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]"; exit 2 ;;
 esac

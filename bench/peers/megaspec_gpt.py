@@ -1,0 +1,59 @@
+"""megaspec's ``GPTModel`` with the Llama spec, through the public API only."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.config import BenchConfig
+from bench.peers.base import Built, Peer, Variant
+
+
+def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) -> Built:
+    """megaspec's Llama spec in bf16; ``fused`` compiles RoPE and SwiGLU (``fuse_elementwise``)."""
+    from megaspec import AttentionConfig, GPTModel, MlpConfig, TransformerConfig
+    from megaspec.backends.torch import llama_submodules
+
+    transformer = TransformerConfig(
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        norm_epsilon=config.norm_epsilon,
+        init_std=config.init_std,
+        params_dtype=torch.bfloat16,
+        fuse_elementwise=fused,
+    )
+    attention = AttentionConfig(
+        num_heads=config.num_heads,
+        num_query_groups=config.num_kv_heads,
+        rotary_base=config.rotary_base,
+    )
+    mlp = MlpConfig(ffn_hidden_size=config.ffn_hidden_size, activation=F.silu, gated=True)
+    with torch.device(device):
+        model = GPTModel(
+            config=transformer,
+            vocab_size=config.vocab_size,
+            submodules=llama_submodules(attention, mlp, config.num_layers),
+        )
+    model.train()
+    print(model.summary())
+
+    def loss(inputs: Tensor, labels: Tensor) -> Tensor:
+        losses: Tensor = model(inputs, labels=labels)  # [batch, sequence] float32
+        return losses.mean()
+
+    return Built(model=model, loss=loss)
+
+
+def build_megaspec_fused(config: BenchConfig, device: torch.device) -> Built:
+    """megaspec with ``fuse_elementwise=True``."""
+    return build_megaspec(config, device, fused=True)
+
+
+def build_megaspec_eager(config: BenchConfig, device: torch.device) -> Built:
+    """megaspec with ``fuse_elementwise=False``."""
+    return build_megaspec(config, device, fused=False)
+
+
+MEGASPEC = Peer("megaspec", "megaspec", [Variant("", build_megaspec_fused)])
+MEGASPEC_EAGER = Peer("megaspec-eager", "megaspec (eager)", [Variant("", build_megaspec_eager)])

@@ -1,0 +1,99 @@
+"""``python bench/train_step.py --small`` runs on a CPU and writes the documented JSON record.
+
+One subprocess run (a few steps, so it stays well under a minute on two cores) is shared by
+the tests. Peers whose packages are missing here are ``not run``; Liger and Megatron never
+run on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+SMALL_VOCAB = 512
+
+# The keys bench/README.md documents.
+RECORD_KEYS = {"format", "source", "date", "command", "machine", "versions", "config", "run", "results"}
+MACHINE_KEYS = {
+    "platform", "cpu_count", "device", "gpu", "gpu_count", "gpu_memory_gib", "gpu_capability",
+    "driver_version", "cuda_version", "cudnn_version",
+}
+VERSION_KEYS = {
+    "python", "torch", "transformers", "megatron-core", "transformer-engine", "liger-kernel", "triton",
+    "megaspec",
+}
+RESULT_KEYS = {
+    "label", "status", "parameters", "step_ms", "step_ms_min", "step_ms_max", "tokens_per_s", "tflops",
+    "weights_gib", "peak_gib", "first_loss", "last_loss",
+}
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """The finished smoke run: exit status, printed output, JSON record."""
+
+    returncode: int
+    output: str
+    record: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
+    path = tmp_path_factory.mktemp("bench") / "small.json"
+    # Two timed steps: the test checks what ran and what was recorded, not the speed.
+    command = [sys.executable, "bench/train_step.py", "--small", "--steps", "2", "--warmup", "1"]
+    done = subprocess.run(
+        [*command, "--json", str(path)],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False,
+    )
+    output = done.stdout + done.stderr
+    record = json.loads(path.read_text()) if path.exists() else {}
+    return SmallRun(done.returncode, output, record)
+
+
+def test_exits_zero(small_run: SmallRun) -> None:
+    assert small_run.returncode == 0, small_run.output[-4000:]
+
+
+def test_megaspec_ok_with_initial_loss_near_log_vocab(small_run: SmallRun) -> None:
+    megaspec = small_run.record["results"]["megaspec"]
+    assert megaspec["status"] == "ok"
+    assert math.isfinite(megaspec["first_loss"])
+    # A fresh model predicts roughly uniformly over the vocabulary.
+    assert abs(megaspec["first_loss"] - math.log(SMALL_VOCAB)) < 0.2
+    row = next(line for line in small_run.output.splitlines() if line.startswith("megaspec  "))
+    assert row.endswith("  ok")
+
+
+def test_peers_that_ran_have_megaspec_parameter_count(small_run: SmallRun) -> None:
+    results = small_run.record["results"]
+    ran = {name: r["parameters"] for name, r in results.items() if r["status"].startswith("ok")}
+    assert "megaspec-eager" in ran
+    assert set(ran.values()) == {results["megaspec"]["parameters"]}, ran
+
+
+def test_gpu_only_peers_say_why_they_did_not_run(small_run: SmallRun) -> None:
+    results = small_run.record["results"]
+    assert results["hf-liger"]["status"].startswith("not run: ")
+    assert "CUDA" in results["hf-liger"]["status"]
+    assert results["megatron"]["status"].startswith("skipped")
+
+
+def test_json_record_has_documented_keys(small_run: SmallRun) -> None:
+    record = small_run.record
+    assert set(record) == RECORD_KEYS
+    assert set(record["machine"]) == MACHINE_KEYS
+    assert set(record["versions"]) == VERSION_KEYS
+    assert set(record["versions"]["megaspec"]) == {"git_commit", "git_dirty", "source_sha256"}
+    assert "bench/train_step.py --small" in record["command"]
+    assert record["config"]["vocab_size"] == SMALL_VOCAB
+    for name, result in record["results"].items():
+        assert set(result) == RESULT_KEYS, name
