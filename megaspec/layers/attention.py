@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from megaspec.builders import (
+    ColumnLinear,
     ColumnLinearBuilder,
     CoreAttentionBuilder,
     MixerBuilder,
     Norm,
     NormBuilder,
+    RowLinear,
     RowLinearBuilder,
 )
 from megaspec.context import LayerContext
@@ -99,23 +101,7 @@ class SelfAttention(nn.Module):
         self.rotary_dim = rotary_dim(self.head_dim, attention.rotary_fraction)
         self.rotary_base = attention.rotary_base
         self.rotate_query_key = query_key_rotation(config.fuse_elementwise)
-        qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
-        with building_slot(
-            owner=owner, slot="linear_qkv", builder=submodules.linear_qkv, interface=ColumnLinearBuilder
-        ) as slot:
-            self.linear_qkv = slot.checked(
-                submodules.linear_qkv(
-                    input_size=config.hidden_size,
-                    output_size=qkv_size,
-                    groups=groups,
-                    init_method=normal_init(config.init_std),
-                    bias=attention.bias,
-                    gather_output=False,
-                    sequence_parallel=config.sequence_parallel,
-                    stacked_parts=1,
-                    params_dtype=config.params_dtype,
-                )
-            )
+        self.linear_qkv = self._build_qkv(submodules.linear_qkv, owner, config, attention, groups)
         self.q_norm = self._build_head_norm(submodules.q_norm, "q_norm", owner, config, groups)
         self.k_norm = self._build_head_norm(submodules.k_norm, "k_norm", owner, config, groups)
         with building_slot(
@@ -129,11 +115,44 @@ class SelfAttention(nn.Module):
                     config=config, attention=attention, groups=groups, layer_index=layer_index
                 )
             )
-        with building_slot(
-            owner=owner, slot="linear_proj", builder=submodules.linear_proj, interface=RowLinearBuilder
-        ) as slot:
-            self.linear_proj = slot.checked(
-                submodules.linear_proj(
+        self.linear_proj = self._build_proj(submodules.linear_proj, owner, config, attention, groups)
+
+    def _build_qkv(
+        self,
+        builder: ColumnLinearBuilder,
+        owner: str,
+        config: TransformerConfig,
+        attention: AttentionConfig,
+        groups: ParallelGroups,
+    ) -> ColumnLinear:
+        # Output rows packed per KV group: [q heads of g, k_g, v_g] for each group g.
+        qkv_size = attention.query_groups * (self.heads_per_group + 2) * self.head_dim
+        with building_slot(owner=owner, slot="linear_qkv", builder=builder, interface=ColumnLinearBuilder) as slot:
+            return slot.checked(
+                builder(
+                    input_size=config.hidden_size,
+                    output_size=qkv_size,
+                    groups=groups,
+                    init_method=normal_init(config.init_std),
+                    bias=attention.bias,
+                    gather_output=False,
+                    sequence_parallel=config.sequence_parallel,
+                    stacked_parts=1,
+                    params_dtype=config.params_dtype,
+                )
+            )
+
+    def _build_proj(
+        self,
+        builder: RowLinearBuilder,
+        owner: str,
+        config: TransformerConfig,
+        attention: AttentionConfig,
+        groups: ParallelGroups,
+    ) -> RowLinear:
+        with building_slot(owner=owner, slot="linear_proj", builder=builder, interface=RowLinearBuilder) as slot:
+            return slot.checked(
+                builder(
                     input_size=attention.num_heads * self.head_dim,
                     output_size=config.hidden_size,
                     groups=groups,

@@ -87,16 +87,16 @@ class TransformerLayer(nn.Module):
         self.post_mlp_norm = self._build_optional_norm(
             submodules.post_mlp_norm, "post_mlp_norm", config, groups
         )
-        sequence_split = config.sequence_parallel and groups.tensor_size > 1
-        self._gather_sequence = {
-            name: sequence_split and not declared_sequence_parallel(
-                child, owner=self._owner, slot=name, builder=builder
-            )
-            for name, child, builder in (
+        # Checked at every size: a module must say what it takes before it meets a slice.
+        handles = {
+            slot: declared_sequence_parallel(child, owner=self._owner, slot=slot, builder=builder)
+            for slot, child, builder in (
                 ("mixer", self.mixer, submodules.mixer),
                 ("mlp", self.mlp, submodules.mlp),
             )
         }
+        sequence_split = config.sequence_parallel and groups.tensor_size > 1
+        self._gather_sequence = {slot: sequence_split and not handles[slot] for slot in handles}
 
     def _build_norm(
         self, builder: NormBuilder, slot: str, config: TransformerConfig, groups: ParallelGroups

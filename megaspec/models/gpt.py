@@ -12,6 +12,7 @@ from megaspec.context import LayerContext
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import (
+    InitMethod,
     ParallelGroups,
     VocabParallelEmbedding,
     column_parallel_matmul,
@@ -96,27 +97,29 @@ class GPTModel(nn.Module):
                     init_method=ones_init(),
                 )
             )
-        self.output_layer: ColumnLinear | None = None
-        if not tie_embeddings:
-            with building_slot(
-                owner="GPTModel",
-                slot="output_layer",
-                builder=submodules.output_layer,
-                interface=ColumnLinearBuilder,
-            ) as slot:
-                self.output_layer = slot.checked(
-                    submodules.output_layer(
-                        input_size=config.hidden_size,
-                        output_size=self.padded_vocab_size,
-                        groups=groups,
-                        init_method=vocab_init,
-                        bias=False,
-                        gather_output=False,
-                        sequence_parallel=config.sequence_parallel,
-                        stacked_parts=1,
-                        params_dtype=config.params_dtype,
-                    )
+        self.output_layer = None if tie_embeddings else self._build_output_layer(submodules, vocab_init)
+
+    def _build_output_layer(self, submodules: GPTSubmodules, vocab_init: InitMethod) -> ColumnLinear:
+        config = self.config
+        with building_slot(
+            owner="GPTModel",
+            slot="output_layer",
+            builder=submodules.output_layer,
+            interface=ColumnLinearBuilder,
+        ) as slot:
+            return slot.checked(
+                submodules.output_layer(
+                    input_size=config.hidden_size,
+                    output_size=self.padded_vocab_size,
+                    groups=self.groups,
+                    init_method=vocab_init,
+                    bias=False,
+                    gather_output=False,
+                    sequence_parallel=config.sequence_parallel,
+                    stacked_parts=1,
+                    params_dtype=config.params_dtype,
                 )
+            )
 
     def forward(
         self,
