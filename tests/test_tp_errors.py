@@ -8,7 +8,7 @@ from megaspec.backends import torch as torch_backend
 from megaspec.models import GPTModel
 from megaspec.parallel import ParallelGroups
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
-from tests.distributed_harness import run_on_ranks
+from tests.helpers.distributed import run_on_ranks
 
 
 def build(attention: AttentionConfig, mlp: MlpConfig, vocab_size: int = 256) -> GPTModel:

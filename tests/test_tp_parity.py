@@ -20,7 +20,7 @@ from megaspec.layers import BlockSequenceSpec, TransformerLayer
 from megaspec.models import GPTModel
 from megaspec.parallel import ParallelGroups, gather_full, seeded_initialization, sharding_of
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
-from tests.distributed_harness import run_on_ranks
+from tests.helpers.distributed import run_on_ranks
 
 VOCAB = 300
 VOCAB_PARAMETERS = ("embedding.weight", "output_layer.weight")
