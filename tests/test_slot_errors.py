@@ -52,23 +52,3 @@ def test_head_dim_must_be_positive() -> None:
     with pytest.raises(ValueError) as error:
         AttentionConfig(num_heads=4, head_dim=0)
     assert str(error.value) == "AttentionConfig.head_dim must be positive, got 0"
-
-
-def test_rotary_fraction_rotating_nothing_is_an_error() -> None:
-    attention = AttentionConfig(num_heads=4, head_dim=8, rotary_fraction=0.1)
-    with pytest.raises(ValueError) as error:
-        build(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
-    assert str(error.value) == (
-        "SelfAttention (layer 0): rotary_fraction 0.1 of head_dim 8 rotates no dimension; "
-        "use 0 to disable RoPE"
-    )
-
-
-def test_head_divisibility_error_names_the_layer() -> None:
-    attention = AttentionConfig(num_heads=5)
-    with pytest.raises(ValueError) as error:
-        build(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
-    assert str(error.value) == (
-        "SelfAttention (layer 0): hidden_size (32) is not divisible by num_heads (5); "
-        "set AttentionConfig.head_dim explicitly"
-    )
