@@ -24,20 +24,6 @@ def build(layer_spec: BlockSequenceSpec, num_layers: int = 1) -> GPTModel:
     )
 
 
-def test_partial_missing_a_keyword_names_the_slot_and_builder() -> None:
-    # mypy accepts a partial that leaves a required keyword unbound; the build names it.
-    llama = torch_backend.llama_layer_submodules(ATTENTION, MLP_SETTINGS)
-    incomplete = functools.partial(MLP, mlp=MLP_SETTINGS)
-    layer = TransformerLayer.as_layer_submodule(replace(llama, mlp=incomplete))
-    with pytest.raises(SlotBuildError) as error:
-        build(BlockSequenceSpec(pattern=[layer], num_layers=1))
-    assert str(error.value) == (
-        "TransformerLayer (layer 0): building slot 'mlp' with functools.partial(MLP, "
-        "mlp=<MlpConfig>) failed: MLP.__init__() missing 1 required keyword-only argument: "
-        "'submodules'"
-    )
-
-
 def test_pattern_list_changed_after_validation_does_not_change_the_spec() -> None:
     layer = torch_backend.llama_layer(ATTENTION, MLP_SETTINGS)
     pattern = [layer, layer, layer]
