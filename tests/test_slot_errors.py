@@ -24,16 +24,6 @@ def build(layer_spec: BlockSequenceSpec, num_layers: int = 1) -> GPTModel:
     )
 
 
-def test_pattern_list_changed_after_validation_does_not_change_the_spec() -> None:
-    layer = torch_backend.llama_layer(ATTENTION, MLP_SETTINGS)
-    pattern = [layer, layer, layer]
-    spec = BlockSequenceSpec(pattern=pattern, num_layers=6)
-    pattern.append(layer)
-    model = build(spec, num_layers=6)
-    assert len(model.blocks.layers) == 6
-    assert model.summary().startswith("GPTModel: 6 layers")
-
-
 def test_head_dim_must_be_positive() -> None:
     with pytest.raises(ValueError) as error:
         AttentionConfig(num_heads=4, head_dim=0)
