@@ -1,42 +1,19 @@
-"""Run-time guards of the library, on one process.
-
-- Vocabulary padding.
-"""
+"""GPTModel on one process: the vocabulary is padded to a multiple of 128, padded entries take
+no part in logits, loss or gradients, and the summary says so."""
 
 from __future__ import annotations
-
-import functools
-import math
-import re
-from dataclasses import replace
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 from megaspec.backends import torch as torch_backend
-from megaspec.context import LayerContext
-from megaspec.layers import (
-    BlockSequence,
-    BlockSequenceSpec,
-    SelfAttention,
-    TransformerLayer,
-    TransformerLayerSubmodules,
-    describe_builder,
-)
 from megaspec.models import GPTModel
-from megaspec.parallel import ParallelGroups
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 
 HIDDEN = 32
-SINGLE = ParallelGroups.single()
 ATTENTION = AttentionConfig(num_heads=4)
 MLP_CONFIG = MlpConfig(ffn_hidden_size=48)
-
-
-# --- vocabulary padding -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("tie_embeddings", [False, True])
