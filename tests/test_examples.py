@@ -17,7 +17,7 @@ from megaspec.context import LayerContext
 from megaspec.layers import MLP
 from megaspec.parallel import ParallelGroups
 from megaspec.transformer_config import MlpConfig, TransformerConfig
-from tests.distributed_harness import run_on_ranks
+from tests.helpers.distributed import run_on_ranks
 
 EXAMPLES = sorted(
     path.stem

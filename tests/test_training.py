@@ -1,104 +1,30 @@
-"""The main job end to end: bundled text, tokenizer, sampler, training loop, CLI, save/load."""
+"""The training loop (megaspec.training): presets, the learning-rate schedule, per-weight
+learning-rate scales, and fifty AdamW steps on the bundled text that lower the loss."""
 
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
-from megaspec.cli import main, parse_arguments, run_from_arguments
-from megaspec.config import ConfigError, RunConfig, TrainingConfig, resolve, to_data
-from megaspec.data import ByteTokenizer, WindowSampler, load_corpus, train_validation_split
-from megaspec.generate import generate, generate_text
+from megaspec.config import RunConfig, TrainingConfig, to_data
 from megaspec.training import (
     build_model,
     learning_rate_at,
-    load_trained_model,
     make_optimizer,
     preset_run,
     resolve_run,
     set_learning_rate,
     train,
 )
-
-# Convenience flags and an override mixed, as a user would type them.
-TINY_CLI_ARGUMENTS = [
-    "--preset", "tiny", "--steps", "3", "--batch-size", "4", "--seq-length", "32",
-    "training.eval_interval=2", "--sample-tokens", "16", "--seed", "3", "--no-progress",
-]  # fmt: skip
-TINY_MODEL_DATA = {
-    "hidden_size": 64,
-    "vocab_size": 256,
-    "decoder": {
-        "type": "repeat",
-        "block": {
-            "mixer": {"type": "attention", "num_heads": 4, "num_query_groups": 2,
-                      "rotary_base": 10000.0},
-            "mlp": {"type": "mlp", "ffn_hidden_size": 128, "activation": "silu", "gated": True},
-            "norm": {"type": "rms_norm"},
-        },
-        "num_blocks": 2,
-    },
-}  # fmt: skip
+from tests.helpers.presets import TINY_MODEL_DATA
 
 
 def tiny_run(**training: Any) -> RunConfig:
     """The tiny preset with ``training`` fields set."""
     return resolve_run(preset="tiny", overrides=[{"training": training}])
-
-
-def saved_config(directory: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((directory / "config.yaml").read_text())
-    return data
-
-
-def test_corpus_is_bundled_licensed_text_without_machine_paths() -> None:
-    corpus = load_corpus()
-    assert 300_000 <= len(corpus.encode("utf-8")) <= 600_000
-    assert "PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2" in corpus
-    assert "Python Library Documentation: module argparse" in corpus
-    for machine_specific in ("/root/", "site-packages", "\nFILE\n", "MODULE REFERENCE", " at 0x"):
-        assert machine_specific not in corpus
-
-
-def test_tokenizer_round_trips_the_corpus() -> None:
-    tokenizer = ByteTokenizer()
-    sample = load_corpus()[:20_000] + " Fran\u00e7ois, \u4e2d\u6587, \U0001f600"
-    ids = tokenizer.encode(sample)
-    assert all(0 <= token < tokenizer.vocab_size for token in ids)
-    assert tokenizer.decode(ids) == sample
-    as_tensor = tokenizer.encode_tensor(sample)
-    assert as_tensor.dtype == torch.int64 and as_tensor.tolist() == ids
-    assert tokenizer.decode(as_tensor) == sample
-    # A model can emit a broken multi-byte sequence; decoding must not raise.
-    assert tokenizer.decode([0xE4, 0x41]) == "\ufffdA"
-    with pytest.raises(ValueError, match="byte ids"):
-        tokenizer.decode([256])
-
-
-def test_sampler_gives_shifted_reproducible_windows_and_a_held_out_tail() -> None:
-    tokens = torch.arange(1000)
-    train_windows, validation_windows = train_validation_split(tokens, 0.1)
-    assert len(train_windows) == 900 and validation_windows.tokens[0].item() == 900
-    inputs, labels = train_windows.sample(
-        batch_size=8, seq_length=16, generator=torch.Generator().manual_seed(1)
-    )
-    assert inputs.shape == labels.shape == (8, 16)
-    assert torch.equal(labels, inputs + 1)  # contiguous windows, labels shifted by one
-    assert int(labels.max()) < 900
-    again, _ = train_windows.sample(
-        batch_size=8, seq_length=16, generator=torch.Generator().manual_seed(1)
-    )
-    assert torch.equal(inputs, again)
-    with pytest.raises(ValueError, match="needs at least 101 tokens"):
-        validation_windows.sample(batch_size=1, seq_length=100, generator=torch.Generator())
-    with pytest.raises(ValueError, match="1-D"):
-        WindowSampler(torch.zeros(2, 2, dtype=torch.int64))
 
 
 def test_default_run_is_the_small_llama_model_with_the_documented_schedule() -> None:
@@ -133,23 +59,6 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert learning_rate_at(99, lowered) == pytest.approx(1e-6)
 
 
-def test_training_config_errors_name_the_field_value_and_expectation() -> None:
-    cases = {
-        "training.batch_size=0": "training.batch_size: must be >= 1, got 0",
-        "training.grad_clip=0": "training.grad_clip: must be positive, got 0.0",
-        "training.validation_fraction=1": (
-            "training.validation_fraction: must lie in (0, 1), got 1.0"
-        ),
-        "training.min_learning_rate=0.01": (
-            "training.min_learning_rate: must lie in [0, learning_rate (0.003)], got 0.01"
-        ),
-    }
-    for override, message in cases.items():
-        with pytest.raises(ConfigError) as raised:
-            resolve(RunConfig, overrides=[override])
-        assert str(raised.value) == message
-
-
 def test_per_weight_learning_rate_scales_multiply_the_schedule() -> None:
     run = resolve_run(
         preset="tiny",
@@ -182,113 +91,3 @@ def test_fifty_adamw_steps_on_the_bundled_text_lower_the_loss() -> None:
     assert [steps for steps, _ in result.validation_losses] == [25, 50]
     first_validation, last_validation = (loss for _, loss in result.validation_losses)
     assert last_validation < first_validation < losses[0] - 1.0
-
-
-def test_cli_trains_saves_and_the_saved_model_reproduces_the_trained_logits(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    output = tmp_path / "run"
-    argv = ["train", *TINY_CLI_ARGUMENTS, "--output-dir", str(output)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "trained 3 steps" in printed and "sample (seed 3" in printed
-    assert (output / "model.safetensors").is_file()
-    # Only explicit fields: the preset's model and what the command line set.
-    assert saved_config(output) == {
-        "format_version": 1,
-        "model": TINY_MODEL_DATA,
-        "training": {"steps": 3, "seed": 3, "batch_size": 4, "sequence_length": 32,
-                     "eval_interval": 2},
-    }  # fmt: skip
-
-    loaded, run = load_trained_model(output)
-    # Training is seeded, so the run main() trained (from the CLI's own parsing) trains the
-    # same weights again in-process.
-    assert run == run_from_arguments(parse_arguments(argv))
-    trained = train(run, progress=False).model.eval()
-    input_ids = ByteTokenizer().encode_tensor("The Python Software Foundation").unsqueeze(0)
-    with torch.no_grad():
-        assert torch.equal(loaded(input_ids), trained(input_ids))
-    fresh = build_model(resolve_run(preset="tiny", overrides=["training.seed=12345"])).eval()
-    with torch.no_grad():
-        assert not torch.equal(fresh(input_ids), trained(input_ids))
-
-
-def test_cli_yaml_file_and_override_change_the_model_and_are_saved(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config_file = tmp_path / "narrow.yaml"
-    config_file.write_text(
-        "model:\n  decoder:\n    block:\n      mlp: {ffn_hidden_size: 96}\n"
-        "training:\n  batch_size: 2\n  sequence_length: 16\n"
-    )
-    output = tmp_path / "run"
-    argv = [
-        "train", "--preset", "tiny", "-c", str(config_file), "model.decoder.num_blocks=1",
-        "--steps", "2", "--sample-tokens", "0", "--no-progress", "--output-dir", str(output),
-    ]  # fmt: skip
-    assert main(argv) == 0
-    assert "trained 2 steps" in capsys.readouterr().out
-    saved = saved_config(output)
-    assert saved["model"]["decoder"]["num_blocks"] == 1
-    assert saved["model"]["decoder"]["block"]["mlp"]["ffn_hidden_size"] == 96
-    assert saved["training"] == {"batch_size": 2, "sequence_length": 16, "steps": 2}
-    loaded, run = load_trained_model(output)
-    assert run.model.decoder.num_layers == 1 and len(loaded.blocks.layers) == 1
-    assert loaded.state_dict()["blocks.layers.0.mlp.linear_fc2.weight"].shape == (64, 96)
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["training.steps=0"], "training.steps: must be >= 1, got 0"),
-        (["--steps", "0"], "training.steps: must be >= 1, got 0"),
-        (["model.decoder.num_block=1"],
-         "model.decoder.num_block: unknown field; did you mean 'num_blocks'?"),
-        (["model.decoder.block.mixer.num_heads=5"],
-         "model.decoder.block.mixer.num_query_groups: 2 must be positive and divide "
-         "num_heads (5)"),
-        (["training.steps"],
-         "malformed override 'training.steps': expected dotted.path=value, e.g. "
-         "model.hidden_size=512"),
-    ],
-)  # fmt: skip
-def test_cli_reports_a_config_error_with_its_path_and_exit_code_2(
-    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = ["train", "--preset", "tiny", "--no-progress", "--sample-tokens", "0", *arguments]
-    assert main(argv) == 2
-    assert capsys.readouterr().err == f"megaspec train: {message}\n"
-
-
-def test_cli_rejects_a_sequence_longer_than_the_validation_text_before_training(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    argv = ["train", "--preset", "tiny", "--seq-length", "100000", "--no-progress"]
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert re.fullmatch(
-        r"megaspec train: training\.sequence_length: 100000 needs windows of 100001 tokens, "
-        r"but a split of the bundled text \(validation_fraction 0\.05\) holds only \d+\n",
-        captured.err,
-    )
-    assert "trained" not in captured.out
-
-
-def test_cli_without_a_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 0
-    assert "train" in capsys.readouterr().out
-
-
-def test_generation_is_seeded_and_greedy_is_deterministic() -> None:
-    model = build_model(preset_run("tiny"))
-    prompt = ByteTokenizer().encode_tensor("def ").unsqueeze(0)
-    greedy = generate(model, prompt, max_new_tokens=8, context_length=6, temperature=0.0)
-    assert greedy.shape == (1, 12) and torch.equal(greedy[:, :4], prompt)
-    assert torch.equal(
-        greedy, generate(model, prompt, max_new_tokens=8, context_length=6, temperature=0.0)
-    )
-    first = generate_text(model, "def ", max_new_tokens=20, context_length=16, seed=5)
-    assert first.startswith("def ")
-    assert first == generate_text(model, "def ", max_new_tokens=20, context_length=16, seed=5)
-    assert model.training  # generation restores the mode it found

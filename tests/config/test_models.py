@@ -14,7 +14,7 @@ from megaspec.config import ModelConfig, RunConfig, resolve
 from megaspec.optim import parameter_groups
 from megaspec.parallel import seeded_initialization
 
-CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
 
 def attention_parameters(hidden: int, heads: int, groups: int) -> int:

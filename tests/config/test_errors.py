@@ -189,6 +189,23 @@ def test_heads_that_do_not_divide_the_width() -> None:
     assert config.hidden_size == 256
 
 
+def test_training_config_errors_name_the_field_value_and_expectation() -> None:
+    cases = {
+        "training.batch_size=0": "training.batch_size: must be >= 1, got 0",
+        "training.grad_clip=0": "training.grad_clip: must be positive, got 0.0",
+        "training.validation_fraction=1": (
+            "training.validation_fraction: must lie in (0, 1), got 1.0"
+        ),
+        "training.min_learning_rate=0.01": (
+            "training.min_learning_rate: must lie in [0, learning_rate (0.003)], got 0.01"
+        ),
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as raised:
+            resolve(RunConfig, overrides=[override])
+        assert str(raised.value) == message
+
+
 # --- bad `type:` names ------------------------------------------------------------------------
 
 
