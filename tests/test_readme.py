@@ -1,4 +1,4 @@
-"""The README's spec example runs as written."""
+"""The README's spec example runs as written, and its torchrun script is the tested one."""
 
 from __future__ import annotations
 
@@ -18,3 +18,10 @@ def test_readme_spec_example_runs() -> None:
     assert isinstance(loss, torch.Tensor)
     # A fresh model predicts roughly uniformly over the 32000-token vocabulary.
     assert abs(loss.item() - torch.log(torch.tensor(32000.0)).item()) < 0.1
+
+
+def test_readme_tensor_parallel_script_is_the_example_file() -> None:
+    # examples/tensor_parallel.py runs under torchrun in tests/models/test_torchrun.py.
+    example = (README.parent / "examples" / "tensor_parallel.py").read_text()
+    code = example[example.index("from __future__ import annotations"):]
+    assert f"```python\n{code}```" in README.read_text()

@@ -1,21 +1,25 @@
 """The training loop (megaspec.training): presets, the learning-rate schedule, per-weight
-learning-rate scales, and fifty AdamW steps on the bundled text that lower the loss."""
+learning-rate scales, fifty AdamW steps on the bundled text that lower the loss, and saving."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from megaspec.config import RunConfig, TrainingConfig, to_data
+from megaspec.config import ConfigError, RunConfig, TrainingConfig, to_data, update
 from megaspec.training import (
     build_model,
     learning_rate_at,
+    load_trained_model,
     make_optimizer,
     preset_run,
     resolve_run,
+    save_trained_model,
     set_learning_rate,
     train,
 )
@@ -91,3 +95,25 @@ def test_fifty_adamw_steps_on_the_bundled_text_lower_the_loss() -> None:
     assert [steps for steps, _ in result.validation_losses] == [25, 50]
     first_validation, last_validation = (loss for _, loss in result.validation_losses)
     assert last_validation < first_validation < losses[0] - 1.0
+
+
+def test_save_and_load_take_string_paths(tmp_path: Path) -> None:
+    run = tiny_run(steps=1)
+    model = build_model(run)
+    directory = str(tmp_path / "run")  # a str, as the README writes it
+    save_trained_model(model, run, directory)
+    loaded, loaded_run = load_trained_model(directory)
+    assert loaded_run == run
+    for (name, saved), (_, restored) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(saved, restored), name
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["config.yaml", "model.safetensors"]
+
+
+def test_a_run_that_cannot_be_saved_fails_before_training(tmp_path: Path) -> None:
+    # A function as activation is fine in Python but cannot be written to config.yaml:
+    # the run must stop before its first step, not after training.
+    run = update(tiny_run(steps=1000), {"model": {"decoder": {"block": {"mlp": {"activation": F.gelu}}}}})
+    with pytest.raises(ConfigError) as error:
+        train(run, output_dir=tmp_path, progress=False)
+    assert str(error.value).startswith("model.decoder.block.mlp.activation: gelu cannot be saved")
+    assert list(tmp_path.iterdir()) == []

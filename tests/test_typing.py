@@ -1,9 +1,9 @@
 """mypy gates the suite: the project is strict-clean, and typed specs fail exactly as marked.
 
 One mypy run (``mypy.ini``, strict, imports followed normally) checks ``megaspec``,
-``examples`` and every file under ``tests/typing``:
+``examples``, ``bench`` and every file under ``tests/typing``:
 
-* ``megaspec/`` and ``examples/`` must have no errors at all;
+* ``megaspec/``, ``examples/`` and ``bench/`` must have no errors at all;
 * a ``tests/typing/bad_*.py`` file builds specs the wrong way and marks each line where mypy
   must report an error with a trailing ``# expect: code[, code...]`` comment; the set of
   ``(line, code)`` errors must equal the set of markers, nothing missing, nothing extra;
@@ -30,7 +30,7 @@ from mypy.errorcodes import error_codes
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPOSITORY / "mypy.ini"
 CASES = REPOSITORY / "tests" / "typing"
-PROJECT_PACKAGES = ("megaspec", "examples")
+PROJECT_PACKAGES = ("megaspec", "examples", "bench")
 WRONG_FILES = sorted(CASES.glob("bad_*.py"))
 CORRECT_FILES = sorted(CASES.glob("good_*.py"))
 

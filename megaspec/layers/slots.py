@@ -11,11 +11,15 @@ from typing import TypeVar
 
 from torch import Tensor, nn
 
+from megaspec.builders import LayerSpec
+
 Child = TypeVar("Child")
 
 
 def describe_builder(builder: object) -> str:
     """A readable name for a builder: ``MLP.as_mlp_submodule(...)``, ``partial(MyMLP, ...)``."""
+    if isinstance(builder, LayerSpec):
+        return describe_builder(builder.builder)
     if isinstance(builder, functools.partial):
         keywords = ", ".join(
             f"{key}={_short_repr(value)}" for key, value in builder.keywords.items()

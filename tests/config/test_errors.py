@@ -50,7 +50,7 @@ def message_of(*overrides: str | dict[str, Any]) -> str:
         ),
         (
             "model.decoder.block.mlp.weird=1",
-            "model.decoder.block.mlp.weird: unknown field; valid names: activation, fc1, fc2, "
+            "model.decoder.block.mlp.weird: unknown field; valid names: activation, bias, fc1, fc2, "
             "ffn_hidden_size, gated, lr_scale",
         ),
         (
@@ -137,7 +137,7 @@ def test_wrong_types_inside_a_pattern() -> None:
 def test_config_object_of_the_wrong_class() -> None:
     assert message_of({"model": {"decoder": WeightConfig()}}) == (
         "model.decoder: expected a BlockSequenceConfig mapping with 'type' one of ['pattern', 'repeat'], "
-        "got WeightConfig(init=None, lr_scale=1.0, weight_decay=None, apply_peft=None) (WeightConfig)"
+        "got WeightConfig(lr_scale=1.0, init=None, weight_decay=None, apply_peft=None) (WeightConfig)"
     )
 
 
@@ -187,6 +187,14 @@ def test_heads_that_do_not_divide_the_width() -> None:
     # With head_dim set, any head count is fine.
     config = resolve(ModelConfig, overrides=["decoder.block.mixer.num_heads=6", "decoder.block.mixer.head_dim=32"])
     assert config.hidden_size == 256
+
+
+def test_rotary_fraction_that_rotates_nothing_fails_at_resolution() -> None:
+    # The layer's own check (AttentionConfig.check_model), now run before anything is built.
+    assert message_of("model.decoder.block.mixer.head_dim=8", "model.decoder.block.mixer.rotary_fraction=0.1") == (
+        "model.decoder.block.mixer.rotary_fraction: 0.1 of head_dim 8 rotates no dimension; use 0 "
+        "to disable RoPE"
+    )
 
 
 def test_training_config_errors_name_the_field_value_and_expectation() -> None:

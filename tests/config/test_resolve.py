@@ -568,6 +568,30 @@ def test_shortcut_biases_reach_the_built_model() -> None:
     }
 
 
+def test_layer_bias_is_the_default_of_its_linears() -> None:
+    # `bias` comes from AttentionConfig / MlpConfig (the same field in Python and YAML); a
+    # linear's own `bias` wins over it.
+    config = resolve(
+        ModelConfig,
+        overrides=[
+            "hidden_size=32",
+            "vocab_size=64",
+            "decoder.num_blocks=1",
+            "decoder.block.mixer.num_heads=2",
+            "decoder.block.mixer.bias=true",
+            "decoder.block.mixer.qkv.bias=false",
+            "decoder.block.mlp.ffn_hidden_size=64",
+            "decoder.block.mlp.bias=true",
+        ],
+    )
+    names = {name for name, _ in config.build().named_parameters() if name.endswith(".bias")}
+    assert names == {
+        "blocks.layers.0.mixer.linear_proj.bias",
+        "blocks.layers.0.mlp.linear_fc1.bias",
+        "blocks.layers.0.mlp.linear_fc2.bias",
+    }
+
+
 # --- saved configs as overrides ---------------------------------------------------------------
 
 

@@ -64,6 +64,8 @@ POSITIVE = st.floats(1e-6, 1e3, allow_nan=False)
 OPTIONAL_BOOLS = st.sampled_from([None, True, False])
 # 2, 4 and 8 heads divide every width drawn; query groups of 2 divide every head count; all of
 # them and every ffn_hidden_size drawn are divisible by the tensor-parallel sizes drawn (1, 2).
+# Head widths (>= 4, also 64 / 8 by default) times rotary fractions (0, or >= 0.5) rotate at
+# least one pair of dimensions: a fraction that rotates none is an error.
 WIDTHS = st.sampled_from([64, 128, 256])
 HEADS = st.sampled_from([2, 4, 8])
 EVEN = st.integers(1, 2048).map(lambda half: 2 * half)
@@ -118,11 +120,12 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
         optional={
             "num_heads": HEADS,
             "num_query_groups": st.sampled_from([None, 2]),
-            "head_dim": st.none() | st.integers(1, 256),
+            "head_dim": st.none() | st.integers(4, 256),
             "rotary_base": POSITIVE,
-            "rotary_fraction": st.floats(0.0, 1.0),
+            "rotary_fraction": st.just(0.0) | st.floats(0.5, 1.0),
             "qk_norm": st.booleans(),
             "causal": st.booleans(),
+            "bias": st.booleans(),
             "lr_scale": SCALES,
             "add_linear_biases": st.booleans(),
             "qkv": LINEARS,
@@ -139,6 +142,7 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
             "ffn_hidden_size": EVEN,
             "activation": st.sampled_from(["silu", "gelu", "gelu_tanh", "relu"]),
             "gated": st.booleans(),
+            "bias": st.booleans(),
             "lr_scale": SCALES,
             "add_linear_biases": st.booleans(),
             "fc1": LINEARS,
@@ -174,6 +178,7 @@ GLOBAL_OVERRIDES: list[st.SearchStrategy[Override]] = [
     at(("model", "init_std"), POSITIVE),
     at(("model", "norm_epsilon"), st.floats(1e-12, 1e-2)),
     at(("model", "tie_embeddings"), st.booleans()),
+    at(("model", "fuse_elementwise"), st.booleans()),
     at(("model", "final_norm", "type"), NORM_TYPES),
     at(("model", "final_norm"), NORMS),
     at(("model", "final_norm"), st.builds(LayerNormConfig, weight=WEIGHT_OBJECTS)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from megaspec.backends import torch as torch_backend
@@ -18,6 +20,8 @@ SINGLE = ParallelGroups.single()
 class IndexedLayer(nn.Module):
     """An identity layer that remembers its ``layer_index`` and its builder's tag."""
 
+    handles_sequence_parallel = True  # position-wise
+
     def __init__(
         self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int, tag: str = ""
     ) -> None:
@@ -27,6 +31,33 @@ class IndexedLayer(nn.Module):
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
         return hidden
+
+
+class UndeclaredMixer(nn.Module):
+    """A mixer that does not declare handles_sequence_parallel (mypy would reject it)."""
+
+    def __init__(self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> None:
+        super().__init__()
+
+    def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
+        return hidden
+
+
+class IndexedMixer(UndeclaredMixer):
+    """A declared mixer that stores ``layer_index``, as many mixers do."""
+
+    handles_sequence_parallel = False
+
+    def __init__(
+        self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int, width: int = 1
+    ) -> None:
+        super().__init__(config=config, groups=groups, layer_index=layer_index)
+        self.layer_index = layer_index
+
+
+def undeclared_mixer(**keywords: Any) -> Any:
+    """A builder typed ``Any`` (mypy cannot see what it returns)."""
+    return UndeclaredMixer(**keywords)
 
 
 def sequence_config(num_layers: int) -> TransformerConfig:

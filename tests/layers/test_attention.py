@@ -101,10 +101,7 @@ def test_llama_layer_uses_relative_positions() -> None:
 
 def test_hidden_size_not_divisible_by_heads() -> None:
     attention = AttentionConfig(num_heads=5)
-    expected = (
-        "hidden_size (32) is not divisible by num_heads (5); set AttentionConfig.head_dim "
-        "explicitly"
-    )
+    expected = "num_heads: 5 does not divide hidden_size (32); set head_dim"
     with pytest.raises(ValueError, match=re.escape(expected) + "$"):
         attention.resolved_head_dim(HIDDEN)
     with pytest.raises(ValueError, match=re.escape(expected) + "$"):
@@ -121,8 +118,7 @@ def test_head_divisibility_error_names_the_layer() -> None:
     with pytest.raises(ValueError) as error:
         build_gpt(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
     assert str(error.value) == (
-        "SelfAttention (layer 0): hidden_size (32) is not divisible by num_heads (5); "
-        "set AttentionConfig.head_dim explicitly"
+        "SelfAttention (layer 0): num_heads: 5 does not divide hidden_size (32); set head_dim"
     )
 
 
@@ -131,6 +127,6 @@ def test_rotary_fraction_rotating_nothing_is_an_error() -> None:
     with pytest.raises(ValueError) as error:
         build_gpt(BlockSequenceSpec(pattern=[torch_backend.llama_layer(attention, MLP_SETTINGS)], num_layers=1))
     assert str(error.value) == (
-        "SelfAttention (layer 0): rotary_fraction 0.1 of head_dim 8 rotates no dimension; "
+        "SelfAttention (layer 0): rotary_fraction: 0.1 of head_dim 8 rotates no dimension; "
         "use 0 to disable RoPE"
     )

@@ -10,18 +10,27 @@ from typing import Any
 import pytest
 
 from megaspec.backends import torch as torch_backend
-from megaspec.layers import BlockSequence, BlockSequenceSpec
+from megaspec.layers import BlockSequence, BlockSequenceSpec, LayerSpec, SlotBuildError
 from megaspec.models import GPTModel
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
-from tests.helpers.layers import HIDDEN, SINGLE, IndexedLayer, build_gpt, sequence_config
+from tests.helpers.layers import (
+    HIDDEN,
+    SINGLE,
+    IndexedLayer,
+    IndexedMixer,
+    build_gpt,
+    sequence_config,
+    undeclared_mixer,
+)
 
 ATTENTION = AttentionConfig(num_heads=4)
 MLP_CONFIG = MlpConfig(ffn_hidden_size=48)
 MLP_SETTINGS = MlpConfig(ffn_hidden_size=64)
+LLAMA_LAYER = torch_backend.llama_layer_submodules(AttentionConfig(num_heads=4), MLP_SETTINGS)
 
 
-def indexed(tag: str) -> Any:
-    return functools.partial(IndexedLayer, tag=tag)
+def indexed(tag: str) -> LayerSpec:
+    return LayerSpec(functools.partial(IndexedLayer, tag=tag))
 
 
 def test_num_layers_not_a_multiple_of_pattern() -> None:
@@ -84,3 +93,36 @@ def test_pattern_list_changed_after_validation_does_not_change_the_spec() -> Non
     model = build_gpt(spec, num_layers=6)
     assert len(model.blocks.layers) == 6
     assert model.summary().startswith("GPTModel: 6 layers")
+
+
+# --- what mypy rejects in patterns, refused at run time too -----------------------------------
+
+
+def test_undeclared_layer_in_a_block_sequence_is_refused() -> None:
+    spec = BlockSequenceSpec(pattern=[LayerSpec(undeclared_mixer)], num_layers=1)
+    with pytest.raises(SlotBuildError) as error:
+        GPTModel(
+            config=TransformerConfig(hidden_size=64, num_layers=1),
+            vocab_size=256,
+            submodules=torch_backend.gpt_submodules(spec),
+        )
+    assert str(error.value).startswith(
+        "BlockSequence: builder undeclared_mixer for slot 'layers[0]' returned UndeclaredMixer, "
+        "which does not declare handles_sequence_parallel"
+    )
+
+
+@pytest.mark.parametrize(
+    "element",
+    [IndexedMixer, functools.partial(IndexedMixer, width=2), LLAMA_LAYER.mixer, LLAMA_LAYER],
+    ids=["mixer class", "mixer partial", "mixer builder", "layer submodules"],
+)
+def test_block_pattern_element_that_is_not_a_layer_spec_is_refused(element: Any) -> None:
+    # What mypy rejects statically, for code it does not check.
+    with pytest.raises(TypeError) as error:
+        BlockSequenceSpec(pattern=[element], num_layers=1)
+    assert str(error.value).startswith("BlockSequenceSpec: pattern[0] is ")
+    assert str(error.value).endswith(
+        ", not a LayerSpec or BlockSequenceSpec; wrap a layer builder as LayerSpec(builder) "
+        "(TransformerLayer.as_layer_submodule(...) returns one)"
+    )

@@ -24,6 +24,7 @@ from megaspec.layers import (
     MLP,
     BlockSequence,
     BlockSequenceSpec,
+    LayerSpec,
     SelfAttention,
     SlotBuildError,
     TransformerLayer,
@@ -50,6 +51,8 @@ MLP_SETTINGS = MlpConfig(ffn_hidden_size=64)
 
 
 class IdentityMixer(nn.Module):
+    handles_sequence_parallel = False
+
     def __init__(
         self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int
     ) -> None:
@@ -76,6 +79,8 @@ class TupleMixer(IdentityMixer):
 class TokenDroppingMlp(nn.Module):
     """Drops the last ``drop`` tokens: ``[s, b, h] -> [s - drop, b, h]``."""
 
+    handles_sequence_parallel = True
+
     def __init__(
         self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int, drop: int
     ) -> None:
@@ -87,6 +92,8 @@ class TokenDroppingMlp(nn.Module):
 
 
 class ListMlp(nn.Module):
+    handles_sequence_parallel = True
+
     def __init__(
         self, *, config: TransformerConfig, groups: ParallelGroups, layer_index: int
     ) -> None:
@@ -166,7 +173,7 @@ def test_attention_child_builder_returning_non_module() -> None:
 
 
 def test_layer_builder_returning_non_module() -> None:
-    spec = BlockSequenceSpec(pattern=[IndexedLayer, int_layer], num_layers=2)
+    spec = BlockSequenceSpec(pattern=[LayerSpec(IndexedLayer), LayerSpec(int_layer)], num_layers=2)
     with pytest.raises(TypeError) as error:
         BlockSequence(config=sequence_config(2), groups=SINGLE, spec=spec)
     assert str(error.value) == (

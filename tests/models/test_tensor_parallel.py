@@ -1,22 +1,29 @@
 """Tensor-parallel sizes 2 and 4 (spawned gloo processes) against size 1, in float32.
 
-For a Llama-style model (GQA, RoPE, QK-norm, gated MLP) and a hybrid stack (attention and
-the custom convolution mixer of examples/custom_mixer.py, tied embeddings), with and
-without sequence parallelism, every rank must reproduce size 1's initial full weights
-exactly and its logits, loss and full (gathered) gradients within 1e-5.
+For a Llama-style model (GQA, RoPE, QK-norm, gated MLP), a hybrid stack (attention and
+the custom convolution mixer of examples/custom_mixer.py, tied embeddings) and a model of
+plain modules with no tensor-parallel code (examples/plain_modules.py's attention and MLP,
+and the torch.nn.GRU of examples/foreign_module_adapter.py, all declaring
+``handles_sequence_parallel = False``), with and without sequence parallelism, every rank
+must reproduce size 1's initial full weights exactly and its logits, loss and full
+(gathered) gradients within 1e-5.
 
 Settings that do not divide over the tensor-parallel size (4 gloo ranks) are clear errors.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
 
+
 from examples.custom_mixer import CausalConvMixer, ConvMixerConfig
+from examples.foreign_module_adapter import gru_mixer
+from examples.plain_modules import PlainMlp, PlainSelfAttention
 from megaspec.backends import torch as torch_backend
 from megaspec.layers import BlockSequenceSpec, TransformerLayer
 from megaspec.models import GPTModel
@@ -28,28 +35,32 @@ VOCAB = 300
 VOCAB_PARAMETERS = ("embedding.weight", "output_layer.weight")
 ATTENTION = AttentionConfig(num_heads=8, num_query_groups=4, rotary_fraction=0.5)
 MLP = MlpConfig(ffn_hidden_size=96)
+KINDS = ("llama", "hybrid", "plain")
 
 
 def build_model(kind: str, groups: ParallelGroups, sequence_parallel: bool) -> GPTModel:
-    """The model ``kind``: "llama" or "hybrid"."""
+    """The model ``kind``: "llama", "hybrid" or "plain"."""
     config = TransformerConfig(hidden_size=64, num_layers=3, sequence_parallel=sequence_parallel)
     if kind == "llama":
         submodules = torch_backend.llama_submodules(ATTENTION, MLP, 3, qk_norm=True)
         return GPTModel(config=config, vocab_size=VOCAB, submodules=submodules, groups=groups)
-    attention = torch_backend.llama_layer(ATTENTION, MLP)
-    conv = TransformerLayer.as_layer_submodule(
-        replace(
-            torch_backend.llama_layer_submodules(ATTENTION, MLP),
-            mixer=CausalConvMixer.as_mixer_submodule(ConvMixerConfig(kernel_size=3)),
-        )
-    )
-    blocks = BlockSequenceSpec(pattern=[attention, conv, attention], num_layers=3)
+    llama = torch_backend.llama_layer_submodules(ATTENTION, MLP)
+    attention = TransformerLayer.as_layer_submodule(llama)
+    if kind == "hybrid":
+        conv_mixer = CausalConvMixer.as_mixer_submodule(ConvMixerConfig(kernel_size=3))
+        conv = TransformerLayer.as_layer_submodule(replace(llama, mixer=conv_mixer))
+        pattern = [attention, conv, attention]
+    else:
+        plain = replace(llama, mixer=functools.partial(PlainSelfAttention, num_heads=4), mlp=PlainMlp)
+        gru = replace(llama, mixer=gru_mixer)
+        pattern = [attention, TransformerLayer.as_layer_submodule(plain), TransformerLayer.as_layer_submodule(gru)]
+    blocks = BlockSequenceSpec(pattern=pattern, num_layers=3)
     return GPTModel(
         config=config,
         vocab_size=VOCAB,
         submodules=torch_backend.gpt_submodules(blocks),
         groups=groups,
-        tie_embeddings=True,
+        tie_embeddings=kind == "hybrid",
     )
 
 
@@ -100,13 +111,13 @@ def tensor_parallel_cases(device_type: str) -> dict[tuple[str, bool], dict[str, 
         device = torch.device("cuda", torch.cuda.current_device())
     return {
         (kind, sequence_parallel): run_case(kind, groups, sequence_parallel, device)
-        for kind in ("llama", "hybrid")
+        for kind in KINDS
         for sequence_parallel in (False, True)
     }
 
 
 def reference_cases(device: torch.device) -> dict[str, dict[str, Any]]:
-    return {kind: run_case(kind, ParallelGroups.single(), False, device) for kind in ("llama", "hybrid")}
+    return {kind: run_case(kind, ParallelGroups.single(), False, device) for kind in KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -187,15 +198,16 @@ def construction_outcomes() -> dict[str, str]:
 
 def test_tensor_parallel_divisibility_errors() -> None:
     for outcome in run_on_ranks(4, construction_outcomes):
+        # The same check (AttentionConfig / MlpConfig.check_model) as the config front end's.
         assert outcome["heads"] == (
-            "SelfAttention (layer 0): num_heads (6) is not divisible by the tensor-parallel size (4)"
+            "SelfAttention (layer 0): num_heads: 6 is not divisible by the tensor-parallel size (4)"
         )
         assert outcome["groups"] == (
-            "SelfAttention (layer 0): num_query_groups (2) is not divisible by the "
+            "SelfAttention (layer 0): num_query_groups: 2 is not divisible by the "
             "tensor-parallel size (4)"
         )
         assert outcome["ffn"] == (
-            "MLP (layer 0): ffn_hidden_size (66) is not divisible by the tensor-parallel size (4)"
+            "MLP (layer 0): ffn_hidden_size: 66 is not divisible by the tensor-parallel size (4)"
         )
         assert (
             "note: vocabulary 300 padded to 512 (a multiple of tensor-parallel size 4 x 128); "
