@@ -170,3 +170,33 @@ def test_column_parallel_gather_output_with_sequence_parallel_is_an_error() -> N
         "ColumnParallelLinear: gather_output cannot be combined with sequence_parallel "
         "or stacked_parts > 1"
     )
+
+
+def test_column_parallel_gather_output_with_stacked_parts_is_an_error() -> None:
+    # Gathering [gate_r; up_r] blocks rank by rank would interleave gate and up features.
+    with pytest.raises(ValueError) as error:
+        ColumnParallelLinear(
+            input_size=INPUT_SIZE,
+            output_size=OUTPUT_SIZE,
+            groups=ParallelGroups.single(),
+            init_method=normal_init(0.5),
+            gather_output=True,
+            stacked_parts=2,
+        )
+    assert str(error.value) == (
+        "ColumnParallelLinear: gather_output cannot be combined with sequence_parallel "
+        "or stacked_parts > 1"
+    )
+
+
+def test_row_parallel_sequence_parallel_needs_a_parallel_input() -> None:
+    with pytest.raises(ValueError) as error:
+        RowParallelLinear(
+            input_size=INPUT_SIZE,
+            output_size=OUTPUT_SIZE,
+            groups=ParallelGroups.single(),
+            init_method=normal_init(0.5),
+            input_is_parallel=False,
+            sequence_parallel=True,
+        )
+    assert str(error.value) == "RowParallelLinear: sequence_parallel needs input_is_parallel=True"
