@@ -37,8 +37,10 @@ _EXPLICIT_FOR_NEXT: contextvars.ContextVar[frozenset[str] | None] = contextvars.
 )
 # dataclasses.replace(obj, **changes) fills `changes` with every field it was not given before
 # it calls the constructor, so the constructor alone cannot tell given fields from copied
-# ones. replace reads obj.__dataclass_fields__ through the instance *before* filling, which
-# is when Config.__getattribute__ notes the given names for the constructor call that follows.
+# ones. replace first checks that type(obj) is a dataclass by reading its class attribute
+# __dataclass_fields__, before filling: the metaclass notes the given names then, for the
+# constructor call that follows. (A metaclass hook leaves instance attribute access alone, so
+# torch.compile traces code reading config fields as usual.)
 _REPLACE_CODES = frozenset(
     function.__code__
     for function in (getattr(dataclasses, "replace", None), getattr(dataclasses, "_replace", None))
@@ -60,8 +62,17 @@ class _PendingReplace(threading.local):
 _pending_replace = _PendingReplace()
 
 
+class _ConfigMeta(type):
+    if not TYPE_CHECKING:  # mypy would accept any class attribute name on a class defining this
+
+        def __getattribute__(cls, name: str) -> Any:
+            if name == "__dataclass_fields__":
+                _note_replace_call(sys._getframe(1))
+            return super().__getattribute__(name)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(metaclass=_ConfigMeta):
     """Base of all configs: frozen, keyword-only.
 
     Front-end configs (built from YAML and overrides) give every field a default, the first
@@ -77,13 +88,6 @@ class Config:
         instance = super().__new__(cls)
         object.__setattr__(instance, "_explicit_fields", _explicit_fields_of_new(kwargs))
         return instance
-
-    if not TYPE_CHECKING:  # mypy would accept any attribute name on a class defining this
-
-        def __getattribute__(self, name: str) -> Any:
-            if name == "__dataclass_fields__":
-                _note_replace_call(self, sys._getframe(1))
-            return object.__getattribute__(self, name)
 
     def __post_init__(self) -> None:
         if not _DEFERRED_VALIDATION.get():
@@ -114,16 +118,26 @@ def _explicit_fields_of_new(keywords: Mapping[str, Any]) -> frozenset[str]:
         return given
     caller = sys._getframe(2)  # the caller of Config.__new__
     pending = _pending_replace.call
-    if caller.f_code in _REPLACE_CODES and pending is not None and pending.frame_id == id(caller):
-        _pending_replace.call = None
-        return pending.explicit | pending.named
+    if pending is not None and caller.f_code in _REPLACE_CODES:
+        # Python 3.13 constructs in dataclasses._replace, called by the replace that was noted.
+        if pending.frame_id in (id(caller), id(caller.f_back)):
+            _pending_replace.call = None
+            return pending.explicit | pending.named
     return frozenset(keywords)
 
 
-def _note_replace_call(config: Config, caller: Any) -> None:
-    if caller.f_code in _REPLACE_CODES:
-        named = frozenset(caller.f_locals.get("changes", ()))
-        _pending_replace.call = _ReplaceCall(id(caller), config.explicit_fields, named)
+def _note_replace_call(frame: Any) -> None:
+    # A few frames up from the class attribute read sits the dataclasses.replace call, if any.
+    for _ in range(3):
+        if frame is None:
+            return
+        if frame.f_code in _REPLACE_CODES:
+            original = frame.f_locals.get("obj", frame.f_locals.get("self"))
+            if isinstance(original, Config):
+                named = frozenset(frame.f_locals.get("changes", ()))
+                _pending_replace.call = _ReplaceCall(id(frame), original.explicit_fields, named)
+            return
+        frame = frame.f_back
 
 
 def construct(cls: type[ConfigT], values: Mapping[str, Any], explicit: frozenset[str]) -> ConfigT:

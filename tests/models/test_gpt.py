@@ -68,3 +68,19 @@ def test_no_padding_note_when_vocab_is_a_multiple() -> None:
     )
     assert model.padded_vocab_size == 256
     assert "padded" not in model.summary()
+
+
+def test_whole_model_compiles_as_one_graph() -> None:
+    # No graph breaks (fullgraph=True raises on one): configs, slot guards and the loss are
+    # all traceable, so `torch.compile(model)` sees the whole step. The "eager" backend runs
+    # Dynamo's tracing without generating kernels, which keeps the test fast.
+    torch.manual_seed(0)
+    model = GPTModel(
+        config=TransformerConfig(hidden_size=64, num_layers=2, sequence_parallel=False),
+        vocab_size=256,
+        submodules=torch_backend.llama_submodules(AttentionConfig(num_heads=4), MlpConfig(ffn_hidden_size=128), 2),
+    )
+    tokens = torch.randint(0, 256, (2, 17))
+    expected = model(tokens[:, :-1], labels=tokens[:, 1:])
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(tokens[:, :-1], labels=tokens[:, 1:]), expected, rtol=0, atol=0)
