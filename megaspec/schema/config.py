@@ -2,7 +2,7 @@
 
 A :class:`Config` records which fields were set explicitly: the keywords its constructor
 was given, the fields a YAML file or an override named, or the fields given to
-``dataclasses.replace`` (on top of the original's explicit fields). A saved config holds only
+``dataclasses.replace`` or ``copy.replace`` (on top of the original's explicit fields). A saved config holds only
 those, so it is small and applies as an override to another config.
 
 Configs are validated on construction: first every field's declared checks
@@ -68,6 +68,8 @@ class _ConfigMeta(type):
         def __getattribute__(cls, name: str) -> Any:
             if name == "__dataclass_fields__":
                 _note_replace_call(sys._getframe(1))
+            elif name == "__replace__":  # copy.replace (Python 3.13+) looks it up on the class
+                return _replace_config
             return super().__getattribute__(name)
 
 
@@ -138,6 +140,19 @@ def _note_replace_call(frame: Any) -> None:
                 _pending_replace.call = _ReplaceCall(id(frame), original.explicit_fields, named)
             return
         frame = frame.f_back
+
+
+def _replace_config(config: ConfigT, /, **changes: Any) -> ConfigT:
+    """``copy.replace(config, **changes)``: the fields given become explicit, as with
+    ``dataclasses.replace``."""
+    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config) if field.init}
+    values.update(changes)
+    replaced = construct(type(config), values, config.explicit_fields | frozenset(changes))
+    try:
+        check_config(replaced)
+    except ConfigError as error:
+        raise error.under(type(config).__name__) from None
+    return replaced
 
 
 def construct(cls: type[ConfigT], values: Mapping[str, Any], explicit: frozenset[str]) -> ConfigT:

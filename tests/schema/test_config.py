@@ -47,6 +47,12 @@ def test_replace_with_nothing_keeps_the_explicit_fields() -> None:
     assert dataclasses.replace(MlpConfig(gated=False)).explicit_fields == {"gated"}
 
 
+@pytest.mark.skipif(not hasattr(copy, "replace"), reason="copy.replace is new in Python 3.13")
+def test_copy_replace_marks_only_the_fields_it_is_given() -> None:
+    replace = getattr(copy, "replace")
+    assert replace(AttentionConfig(num_heads=4), causal=True).explicit_fields == {"num_heads", "causal"}
+
+
 def test_nested_replace() -> None:
     model = resolve(ModelConfig, overrides=["hidden_size=128"])
     decoder = model.decoder
