@@ -3,7 +3,6 @@ changes, pattern blocks, shortcuts, saved configs applied as overrides, format v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from megaspec.config import (
     FeedForwardConfig,
     LayerNormConfig,
     LinearConfig,
-    MixerConfig,
     ModelConfig,
     NormalInit,
     PatternSequenceConfig,
@@ -29,25 +27,11 @@ from megaspec.config import (
     load,
     parse_override,
     read_saved,
-    register_mixer,
     resolve,
     save,
     to_data,
 )
-
-
-@register_mixer("resolution_probe")
-@dataclass(frozen=True, kw_only=True)
-class ProbeMixerConfig(MixerConfig):
-    """A mixer type registered by this test module, with fields of its own."""
-
-    kernel_size: int = 4
-    gate: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        if self.kernel_size < 1:
-            raise ConfigError("kernel_size", f"must be >= 1, got {self.kernel_size}")
+from tests.helpers.configs import ProbeMixerConfig
 
 
 def block_of(config: ModelConfig) -> BlockConfig:
@@ -285,12 +269,12 @@ def test_changing_the_mixer_type_starts_afresh() -> None:
             "decoder.block.mixer.qkv.bias=true",
         ],
     )
-    config = resolve(ModelConfig, pretrained=pretrained, overrides=["decoder.block.mixer.type=resolution_probe"])
+    config = resolve(ModelConfig, pretrained=pretrained, overrides=["decoder.block.mixer.type=probe"])
     mixer = block_of(config).mixer
     assert type(mixer) is ProbeMixerConfig
     assert mixer == ProbeMixerConfig()
     assert mixer.explicit_fields == frozenset()
-    assert to_data(config) == {"decoder": {"type": "repeat", "block": {"mixer": {"type": "resolution_probe"}}}}
+    assert to_data(config) == {"decoder": {"type": "repeat", "block": {"mixer": {"type": "probe"}}}}
 
 
 def test_a_new_type_takes_its_own_fields_from_the_same_mapping() -> None:
@@ -298,7 +282,7 @@ def test_a_new_type_takes_its_own_fields_from_the_same_mapping() -> None:
         ModelConfig,
         overrides=[
             "decoder.block.mixer.num_heads=4",
-            {"decoder": {"block": {"mixer": {"type": "resolution_probe", "kernel_size": 8, "lr_scale": 2.0}}}},
+            {"decoder": {"block": {"mixer": {"type": "probe", "kernel_size": 8, "lr_scale": 2.0}}}},
         ],
     )
     assert block_of(config).mixer == ProbeMixerConfig(kernel_size=8, lr_scale=2.0)
@@ -310,7 +294,7 @@ def test_switching_back_gives_the_defaults_of_the_old_type() -> None:
         ModelConfig,
         overrides=[
             "decoder.block.mixer.num_heads=4",
-            "decoder.block.mixer.type=resolution_probe",
+            "decoder.block.mixer.type=probe",
             "decoder.block.mixer.kernel_size=8",
             "decoder.block.mixer.type=attention",
         ],
@@ -331,7 +315,7 @@ def test_fields_of_the_old_type_are_unknown_after_a_switch() -> None:
     with pytest.raises(ConfigError) as error:
         resolve(
             ModelConfig,
-            overrides=["decoder.block.mixer.type=resolution_probe", "decoder.block.mixer.num_heads=4"],
+            overrides=["decoder.block.mixer.type=probe", "decoder.block.mixer.num_heads=4"],
         )
     assert str(error.value) == (
         "decoder.block.mixer.num_heads: unknown field; valid names: apply_peft, gate, kernel_size, lr_scale"
@@ -397,7 +381,7 @@ def test_named_blocks_are_updated_by_name_and_new_names_are_added() -> None:
                 "decoder": {
                     "blocks": {
                         "attn": {"mlp": {"ffn_hidden_size": 256}},
-                        "probe": {"mixer": {"type": "resolution_probe"}},
+                        "probe": {"mixer": {"type": "probe"}},
                     },
                     "pattern": ["attn", "probe", "attn"],
                 }
@@ -520,7 +504,7 @@ def test_block_shortcut_with_a_mixer_that_has_no_linears() -> None:
     # biases (like a convolution) is left as it is instead of failing on a key it never saw.
     config = resolve(
         ModelConfig,
-        overrides=["decoder.block.mixer.type=resolution_probe", "decoder.block.add_linear_biases=true"],
+        overrides=["decoder.block.mixer.type=probe", "decoder.block.add_linear_biases=true"],
     )
     assert block_of(config).mixer == ProbeMixerConfig()
     assert block_of(config).mlp == FeedForwardConfig(
@@ -684,7 +668,7 @@ def test_yaml_pattern_may_name_a_block_that_a_later_override_defines(tmp_path: P
         {"decoder": {"type": "pattern", "blocks": {"attn": {}}, "pattern": ["attn", "probe"], "num_blocks": 4}},
     )
     config = resolve(
-        ModelConfig, files=[path], overrides=["decoder.blocks.probe.mixer.type=resolution_probe"]
+        ModelConfig, files=[path], overrides=["decoder.blocks.probe.mixer.type=probe"]
     )
     assert config.decoder == PatternSequenceConfig(
         blocks={"attn": BlockConfig(), "probe": BlockConfig(mixer=ProbeMixerConfig())},

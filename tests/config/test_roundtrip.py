@@ -21,10 +21,8 @@ from megaspec.config import (
     AttentionMixerConfig,
     BlockConfig,
     Config,
-    ConfigError,
     LayerNormConfig,
     LinearConfig,
-    MixerConfig,
     NormalInit,
     PatternSequenceConfig,
     RunConfig,
@@ -32,25 +30,11 @@ from megaspec.config import (
     WeightConfig,
     load,
     read_saved,
-    register_mixer,
     resolve,
     save,
     to_data,
 )
-
-
-@register_mixer("roundtrip_probe")
-@dataclass(frozen=True, kw_only=True)
-class RoundTripProbeConfig(MixerConfig):
-    """A mixer type registered by this test module, with fields of its own."""
-
-    kernel_size: int = 4
-    gate: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        if self.kernel_size < 1:
-            raise ConfigError("kernel_size", f"must be >= 1, got {self.kernel_size}")
+from tests.helpers.configs import ProbeMixerConfig
 
 
 Path_ = tuple[str, ...]
@@ -69,7 +53,7 @@ OPTIONAL_BOOLS = st.sampled_from([None, True, False])
 WIDTHS = st.sampled_from([64, 128, 256])
 HEADS = st.sampled_from([2, 4, 8])
 EVEN = st.integers(1, 2048).map(lambda half: 2 * half)
-MIXER_TYPES = st.sampled_from(["attention", "roundtrip_probe"])
+MIXER_TYPES = st.sampled_from(["attention", "probe"])
 NORM_TYPES = st.sampled_from(["rms_norm", "layer_norm"])
 INIT_TYPES = st.sampled_from(["normal", "scaled_normal", "uniform", "zeros", "ones"])
 BLOCK_NAMES = ["attn", "ssm", "null", "on", "x1"]  # "null" and "on" must stay strings in YAML
@@ -133,7 +117,7 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
         },
     )
     probe = st.fixed_dictionaries(
-        {"type": st.just("roundtrip_probe")},
+        {"type": st.just("probe")},
         optional={"kernel_size": st.integers(1, 64), "gate": st.booleans(), "apply_peft": st.booleans()},
     )
     feed_forward = st.fixed_dictionaries(
@@ -150,7 +134,7 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
         },
     )
     mixer_objects = st.builds(AttentionMixerConfig, num_heads=HEADS) | st.builds(
-        RoundTripProbeConfig, kernel_size=st.integers(1, 64)
+        ProbeMixerConfig, kernel_size=st.integers(1, 64)
     )
     return [
         at(mixer, attention | probe),
