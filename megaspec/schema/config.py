@@ -2,8 +2,8 @@
 
 A :class:`Config` records which fields were set explicitly: the keywords its constructor
 was given, the fields a YAML file or an override named, or the fields given to
-``dataclasses.replace`` or ``copy.replace`` (on top of the original's explicit fields). A saved config holds only
-those, so it is small and applies as an override to another config.
+``dataclasses.replace`` or ``copy.replace`` (on top of the original's explicit fields). A
+saved config holds only those, so it is small and applies as an override to another config.
 
 Configs are validated on construction: first every field's declared checks
 (:mod:`megaspec.schema.checks`), then the class's own :meth:`Config.validate` for checks
