@@ -128,14 +128,12 @@ class BlockSequence(nn.Module):
 
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
         for offset, layer in enumerate(self.layers):
-            def apply(current: Tensor, layer: nn.Module = layer) -> Tensor:
-                output: Tensor = layer(current, context=context)
-                return output
-
             if self._gather_sequence[offset]:
-                output = replicated_over_sequence(apply, hidden, self.groups.tensor)
+                output = replicated_over_sequence(
+                    lambda full: layer(full, context=context), hidden, self.groups.tensor
+                )
             else:
-                output = apply(hidden)
+                output = layer(hidden, context=context)
             hidden = checked_output(
                 output, hidden, owner="BlockSequence", slot=f"layers[{offset}]",
                 builder=self._builder_names[offset],
