@@ -16,12 +16,25 @@ first call.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 QueryKeyRotation = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 """``(query, key, cos, sin) -> (rotated query, rotated key)``."""
+
+
+class FrequencyScaling(Protocol):
+    """Rescales RoPE's inverse frequencies for long contexts (e.g. Llama 3's scheme).
+
+    Implementations are hashable values (frozen configs): the tables of a call are cached
+    per ``(rotary_dim, base, dtype, scaling)``.
+    """
+
+    def __call__(self, inverse_frequency: Tensor) -> Tensor: ...
+
+    def __hash__(self) -> int: ...
 
 
 def rotary_dim(head_dim: int, fraction: float) -> int:
@@ -38,23 +51,33 @@ class RotaryTables:
 
     def __init__(self, position_ids: Tensor) -> None:
         self._position_ids = position_ids
-        self._tables: dict[tuple[int, float, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self._tables: dict[
+            tuple[int, float, torch.dtype, FrequencyScaling | None], tuple[Tensor, Tensor]
+        ] = {}
 
-    def cos_sin(self, rotary_dim: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def cos_sin(
+        self,
+        rotary_dim: int,
+        base: float,
+        dtype: torch.dtype,
+        scaling: FrequencyScaling | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """``(cos, sin)``, each ``[sequence, batch, 1, rotary_dim]`` in ``dtype``.
 
-        Angles are computed in float32.
+        Angles are computed in float32; ``scaling`` rescales the inverse frequencies first.
 
         Raises:
             ValueError: if ``rotary_dim`` is odd or not positive.
         """
         if rotary_dim <= 0 or rotary_dim % 2 != 0:
             raise ValueError(f"rotary_dim must be a positive even number, got {rotary_dim}")
-        key = (rotary_dim, base, dtype)
+        key = (rotary_dim, base, dtype, scaling)
         if key not in self._tables:
             device = self._position_ids.device
             exponents = torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=device)
             inverse_frequency = 1.0 / (base ** (exponents / rotary_dim))
+            if scaling is not None:
+                inverse_frequency = scaling(inverse_frequency)
             # [batch, sequence, rotary_dim / 2] -> [sequence, batch, 1, rotary_dim]
             angles = self._position_ids.float().unsqueeze(-1) * inverse_frequency
             angles = torch.cat((angles, angles), dim=-1).transpose(0, 1).unsqueeze(2)

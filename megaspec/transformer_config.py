@@ -19,12 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from megaspec.rotary import rotary_dim
-from megaspec.schema import Config, ConfigError, checks, optional, positive, within
+from megaspec.schema import Config, ConfigError, DynamicConfig, checks, optional, positive, within
 
 Activation = Callable[[Tensor], Tensor]
 """An elementwise activation function, e.g. ``torch.nn.functional.silu``."""
@@ -89,6 +91,55 @@ class TransformerConfig(ModelWideSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RotaryScalingConfig(DynamicConfig, registry_base=True):
+    """How RoPE's inverse frequencies are rescaled for long contexts, chosen by ``type:``.
+
+    A hashable callable (see :class:`megaspec.rotary.FrequencyScaling`).
+    """
+
+    def __call__(self, inverse_frequency: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__}.__call__")
+
+
+@RotaryScalingConfig.register("llama3")
+@dataclass(frozen=True, kw_only=True)
+class Llama3RotaryScaling(RotaryScalingConfig):
+    """Llama 3.1's scaling: wavelengths longer than ``original_max_position_embeddings /
+    low_freq_factor`` are stretched by ``factor``, shorter than ``... / high_freq_factor`` kept,
+    and those between interpolated smoothly (``rope_type: llama3`` in Hugging Face configs).
+    """
+
+    factor: float = field(default=8.0, metadata=checks(positive))
+    low_freq_factor: float = field(default=1.0, metadata=checks(positive))
+    high_freq_factor: float = field(default=4.0, metadata=checks(positive))
+    original_max_position_embeddings: int = field(default=8192, metadata=checks(positive))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise ConfigError(
+                "high_freq_factor",
+                f"must be greater than low_freq_factor ({self.low_freq_factor}), got "
+                f"{self.high_freq_factor}",
+            )
+
+    def __call__(self, inverse_frequency: Tensor) -> Tensor:
+        context = self.original_max_position_embeddings
+        wavelength = 2 * math.pi / inverse_frequency
+        stretched = torch.where(
+            wavelength > context / self.low_freq_factor, inverse_frequency / self.factor, inverse_frequency
+        )
+        smooth = (context / wavelength - self.low_freq_factor) / (
+            self.high_freq_factor - self.low_freq_factor
+        )
+        interpolated = (1 - smooth) * stretched / self.factor + smooth * stretched
+        medium = (wavelength >= context / self.high_freq_factor) & (
+            wavelength <= context / self.low_freq_factor
+        )
+        return torch.where(medium, interpolated, stretched)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AttentionConfig(Config):
     """Settings of one self-attention mixer.
 
@@ -100,6 +151,7 @@ class AttentionConfig(Config):
         rotary_base: RoPE base (theta).
         rotary_fraction: fraction of each head's dimensions that RoPE rotates (partial rotary,
             e.g. 0.25 in GPT-NeoX-style models); 0 disables RoPE.
+        rotary_scaling: rescaling of RoPE's frequencies for long contexts (``None``: none).
         bias: biases on the QKV and output projections.
         causal: mask future positions.
     """
@@ -109,6 +161,7 @@ class AttentionConfig(Config):
     head_dim: int | None = field(default=None, metadata=checks(optional(positive)))
     rotary_base: float = field(default=10000.0, metadata=checks(positive))
     rotary_fraction: float = field(default=1.0, metadata=checks(within(0, 1)))
+    rotary_scaling: RotaryScalingConfig | None = None
     bias: bool = False
     causal: bool = True
 
@@ -206,6 +259,8 @@ __all__ = [
     "ActivationName",
     "AttentionConfig",
     "MlpConfig",
+    "Llama3RotaryScaling",
     "ModelWideSettings",
+    "RotaryScalingConfig",
     "TransformerConfig",
 ]

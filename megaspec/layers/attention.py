@@ -100,6 +100,7 @@ class SelfAttention(nn.Module):
         self.local_heads = attention.num_heads // tp
         self.rotary_dim = rotary_dim(self.head_dim, attention.rotary_fraction)
         self.rotary_base = attention.rotary_base
+        self.rotary_scaling = attention.rotary_scaling
         self.rotate_query_key = query_key_rotation(config.fuse_elementwise)
         self.linear_qkv = self._build_qkv(submodules.linear_qkv, owner, config, attention, groups)
         self.q_norm = self._build_head_norm(submodules.q_norm, "q_norm", owner, config, groups)
@@ -219,7 +220,9 @@ class SelfAttention(nn.Module):
         if self.k_norm is not None:
             key = self.k_norm(key)
         if self.rotary_dim > 0:
-            cos, sin = context.rotary.cos_sin(self.rotary_dim, self.rotary_base, query.dtype)
+            cos, sin = context.rotary.cos_sin(
+                self.rotary_dim, self.rotary_base, query.dtype, self.rotary_scaling
+            )
             query, key = self.rotate_query_key(query, key, cos, sin)
         # [s, b, n, d] -> [b, n, s, d] for the attention kernel, and back.
         attended = self.core_attention(
