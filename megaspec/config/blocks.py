@@ -115,6 +115,10 @@ class BlockSequenceConfig(DynamicConfig, LearningRateScaled, registry_base=True)
         """Every distinct block config with its path relative to this sequence."""
         raise NotImplementedError(f"{type(self).__name__}.named_blocks")
 
+    def layer_block_paths(self) -> list[str]:
+        """For each layer this sequence builds, in order, the path of its block config."""
+        raise NotImplementedError(f"{type(self).__name__}.layer_block_paths")
+
     def spec(self, lr_scale: float) -> BlockSequenceSpec:
         """The block sequence spec; ``lr_scale`` is the product of the enclosing scales."""
         raise NotImplementedError(f"{type(self).__name__}.spec")
@@ -134,6 +138,9 @@ class RepeatSequenceConfig(BlockSequenceConfig):
 
     def named_blocks(self) -> list[tuple[str, BlockConfig]]:
         return [("block", self.block)]
+
+    def layer_block_paths(self) -> list[str]:
+        return ["block"] * self.num_blocks
 
     def spec(self, lr_scale: float) -> BlockSequenceSpec:
         scale = lr_scale * self.lr_scale
@@ -196,6 +203,16 @@ class PatternSequenceConfig(BlockSequenceConfig):
             prefix = join_path("sequences", name)
             named += [(join_path(prefix, path), block) for path, block in sequence.named_blocks()]
         return named
+
+    def layer_block_paths(self) -> list[str]:
+        one_pass: list[str] = []
+        for name in self.pattern:
+            if name in self.sequences:
+                prefix = join_path("sequences", name)
+                one_pass += [join_path(prefix, path) for path in self.sequences[name].layer_block_paths()]
+            else:
+                one_pass.append(join_path("blocks", name))
+        return one_pass * self.repeats
 
     def spec(self, lr_scale: float) -> BlockSequenceSpec:
         scale = lr_scale * self.lr_scale

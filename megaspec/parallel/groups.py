@@ -80,6 +80,20 @@ class ParallelGroups:
             )
         return ParallelGroups(tensor=dist.group.WORLD)
 
+    @staticmethod
+    def layout_only(tensor_size: int, tensor_rank: int = 0) -> ParallelGroups:
+        """Groups that describe rank ``tensor_rank`` of a tensor-parallel size without any
+        process: for building on the meta device to see shard shapes (``megaspec inspect``).
+
+        A model built with them cannot run: its first collective raises ``RuntimeError``.
+
+        Raises:
+            ValueError: if the rank is not in ``[0, tensor_size)``.
+        """
+        if not 0 <= tensor_rank < tensor_size:
+            raise ValueError(f"tensor_rank must lie in [0, {tensor_size}), got {tensor_rank}")
+        return _LayoutOnlyGroups(tensor_size, tensor_rank)
+
     @property
     def tensor(self) -> dist.ProcessGroup | None:
         """The tensor-parallel group (``None``: size 1)."""
@@ -114,3 +128,36 @@ class ParallelGroups:
         if self._tensor is None and self._data is None:
             return "ParallelGroups.single()"
         return f"ParallelGroups(tensor size {self.tensor_size}, data {'set' if self._data else 'unset'})"
+
+
+class _LayoutOnlyGroups(ParallelGroups):
+    """A tensor-parallel size and rank with no process group behind them."""
+
+    __slots__ = ("_size", "_rank")
+    _size: int
+    _rank: int
+
+    def __init__(self, tensor_size: int, tensor_rank: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "_size", tensor_size)
+        object.__setattr__(self, "_rank", tensor_rank)
+
+    @property
+    def tensor(self) -> dist.ProcessGroup | None:
+        if self._size == 1:
+            return None
+        raise RuntimeError(
+            f"ParallelGroups.layout_only({self._size}) describes a layout; it has no process group "
+            f"to communicate over"
+        )
+
+    @property
+    def tensor_size(self) -> int:
+        return self._size
+
+    @property
+    def tensor_rank(self) -> int:
+        return self._rank
+
+    def __repr__(self) -> str:
+        return f"ParallelGroups.layout_only({self._size}, {self._rank})"

@@ -102,11 +102,13 @@ def new_sharded_parameter(
     The full tensor is drawn on the CPU (so every tensor-parallel size draws the same numbers
     in the same order) in float32, then sharded, cast to ``dtype`` and moved to ``device``
     (default: torch's current default device, so ``with torch.device("cuda"):`` works).
+    On the meta device nothing is drawn: ``with torch.device("meta"):`` builds a model's
+    structure and shapes at no cost (for inspection), and leaves the CPU generator untouched.
     """
-    full = torch.empty(full_shape, dtype=torch.float32, device="cpu")
+    target = device if device is not None else torch.empty(0).device
+    full = torch.empty(full_shape, dtype=torch.float32, device="meta" if target.type == "meta" else "cpu")
     init_method(full)
     local = full if sharding is None else shard_of_full(full, sharding, groups.tensor_rank, groups.tensor_size)
-    target = device if device is not None else torch.empty(0).device
     parameter = torch.nn.Parameter(local.to(device=target, dtype=dtype).contiguous())
     if sharding is not None:
         mark_sharded(parameter, sharding)

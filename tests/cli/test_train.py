@@ -1,4 +1,4 @@
-"""The megaspec command line (megaspec.cli): train, save and reload, YAML files and overrides,
+"""`megaspec train` (megaspec.cli): train, save and reload, YAML files and overrides,
 config errors with their path and exit code 2, help."""
 
 from __future__ import annotations

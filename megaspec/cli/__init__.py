@@ -1,0 +1,13 @@
+"""The ``megaspec`` command (``megaspec COMMAND --help`` for each):
+
+* ``megaspec train``: train a small Llama-style byte-level model on the bundled text (about
+  two minutes on two CPU cores with the defaults), save it and print a generated sample;
+* ``megaspec inspect``: what a config builds, without building its weights.
+
+``megaspec`` alone prints help; ``python -m megaspec`` is the same command.
+"""
+
+from megaspec.cli.main import build_parser, main, parse_arguments
+from megaspec.cli.run_config import run_from_arguments
+
+__all__ = ["build_parser", "main", "parse_arguments", "run_from_arguments"]
