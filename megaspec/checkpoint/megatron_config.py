@@ -197,12 +197,10 @@ def model_config(arguments: MegatronArguments) -> ModelConfig:
         num_heads=arguments.num_attention_heads,
         num_query_groups=arguments.num_query_groups,
         head_dim=None if default_head_dim else arguments.head_dim,
-        rotary_base=float(arguments.rotary_base),
-        rotary_fraction=arguments.rotary_percent if arguments.rotary else 0.0,
-        rotary_scaling=_megatron_llama3(arguments.rope_scaling_factor) if arguments.rope_scaling else None,
         bias=arguments.add_bias_linear,
         qkv=LinearConfig(bias=True) if arguments.qkv_bias != arguments.add_bias_linear else LinearConfig(),
         qk_norm=arguments.qk_layernorm,
+        **_rotary_settings(arguments),
     )
     mlp = FeedForwardConfig(
         ffn_hidden_size=arguments.feed_forward_size,
@@ -221,6 +219,18 @@ def model_config(arguments: MegatronArguments) -> ModelConfig:
         ),
         final_norm=norm,
     )
+
+
+def _rotary_settings(arguments: MegatronArguments) -> dict[str, Any]:
+    """The RoPE fields of ``AttentionMixerConfig`` (only the fraction, 0, without RoPE: base
+    and scaling then mean nothing)."""
+    if not arguments.rotary:
+        return {"rotary_fraction": 0.0}
+    return {
+        "rotary_base": float(arguments.rotary_base),
+        "rotary_fraction": arguments.rotary_percent,
+        "rotary_scaling": _megatron_llama3(arguments.rope_scaling_factor) if arguments.rope_scaling else None,
+    }
 
 
 def _megatron_llama3(factor: float) -> Llama3RotaryScaling:
