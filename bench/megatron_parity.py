@@ -46,7 +46,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
-from collections.abc import Callable, Mapping  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -240,42 +241,73 @@ def bitwise_round_trip(weights: Mapping[str, Any], config: ModelConfig, spec: Me
     return None
 
 
-def run_case(parts: dict[str, Any], name: str, spec: MegatronSpec, fused: bool) -> dict[str, Any]:
-    """Both directions for one model and one spec (see the module docstring)."""
-    arguments = MODELS[name]
-    config = model_config(arguments)
-    megatron = {dtype: megatron_model(parts, arguments, spec, dtype, fused) for dtype in DTYPES}
-    megaspec = {dtype: megaspec_model(config, dtype) for dtype in DTYPES}
-    generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, config.vocab_size, (BATCH, SEQUENCE), generator=generator).cuda()
+@dataclass
+class Case:
+    """One model and spec: Megatron's and megaspec's models in fp32 and bf16, and a batch."""
 
-    def logits() -> tuple[dict[torch.dtype, Tensor], dict[torch.dtype, Tensor]]:
-        return (
-            {dtype: megatron_logits(model, tokens, config.vocab_size) for dtype, model in megatron.items()},
-            {dtype: megaspec_logits(model, tokens) for dtype, model in megaspec.items()},
+    config: ModelConfig
+    spec: MegatronSpec
+    megatron: dict[torch.dtype, Any]
+    megaspec: dict[torch.dtype, GPTModel]
+    tokens: Tensor
+
+    def compare_logits(self) -> dict[str, Any]:
+        vocab_size, tokens = self.config.vocab_size, self.tokens
+        return compare(
+            {dtype: megatron_logits(model, tokens, vocab_size) for dtype, model in self.megatron.items()},
+            {dtype: megaspec_logits(model, tokens) for dtype, model in self.megaspec.items()},
         )
 
-    weights = perturbed(megatron[torch.float32].state_dict(), seed=1)
-    (written,) = to_megatron(megaspec[torch.bfloat16].state_dict(), config, spec=spec)
-    case: dict[str, Any] = {"model": name, "spec": spec, "keys": key_differences(written, weights)}
-    load_all(megatron.values(), weights)
-    load_all(megaspec.values(), from_megatron(weights, config, spec=spec)[0])
-    case["megatron_to_megaspec"] = compare(*logits())
-    case["round_trip_differs_at"] = bitwise_round_trip(weights, config, spec)
+    def megatron_to_megaspec(self, record: dict[str, Any]) -> None:
+        """Megatron's weights, converted; also the key and round-trip checks on them."""
+        weights = perturbed(self.megatron[torch.float32].state_dict(), seed=1)
+        (written,) = to_megatron(self.megaspec[torch.bfloat16].state_dict(), self.config, spec=self.spec)
+        record["keys"] = key_differences(written, weights)
+        load_all(self.megatron.values(), weights)
+        load_all(self.megaspec.values(), from_megatron(weights, self.config, spec=self.spec)[0])
+        record["megatron_to_megaspec"] = self.compare_logits()
+        record["round_trip_differs_at"] = bitwise_round_trip(weights, self.config, self.spec)
 
-    with seeded_initialization(2):
-        fresh = config.build(params_dtype=torch.bfloat16)
-    own = perturbed(fresh.state_dict(), seed=3)
-    load_all(megaspec.values(), own)
-    load_all(megatron.values(), to_megatron(own, config, spec=spec)[0])  # strict
-    case["megaspec_to_megatron"] = compare(*logits())
-    case["passed"] = (
-        case["megatron_to_megaspec"]["passed"]
-        and case["megaspec_to_megatron"]["passed"]
-        and case["round_trip_differs_at"] is None
-        and not any(case["keys"].values())
+    def megaspec_to_megatron(self, record: dict[str, Any]) -> None:
+        """megaspec's weights, converted and loaded strictly into Megatron."""
+        with seeded_initialization(2):
+            fresh = self.config.build(params_dtype=torch.bfloat16)
+        own = perturbed(fresh.state_dict(), seed=3)
+        load_all(self.megaspec.values(), own)
+        load_all(self.megatron.values(), to_megatron(own, self.config, spec=self.spec)[0])
+        record["megaspec_to_megatron"] = self.compare_logits()
+
+
+def run_case(parts: dict[str, Any], record: dict[str, Any], fused: bool) -> None:
+    """Both directions for ``record["model"]`` and ``record["spec"]`` (see the module
+    docstring), filling ``record``; a step that raises leaves its traceback in ``errors`` and
+    the other step still runs."""
+    spec: MegatronSpec = record["spec"]
+    arguments = MODELS[record["model"]]
+    config = model_config(arguments)
+    generator = torch.Generator().manual_seed(0)
+    case = Case(
+        config=config,
+        spec=spec,
+        megatron={dtype: megatron_model(parts, arguments, spec, dtype, fused) for dtype in DTYPES},
+        megaspec={dtype: megaspec_model(config, dtype) for dtype in DTYPES},
+        tokens=torch.randint(0, config.vocab_size, (BATCH, SEQUENCE), generator=generator).cuda(),
     )
-    return case
+    errors: dict[str, str] = {}
+    for step in (case.megatron_to_megaspec, case.megaspec_to_megatron):
+        try:
+            step(record)
+        except Exception:  # the other direction still tells something
+            errors[step.__name__] = traceback.format_exc()
+    if errors:
+        record["errors"] = errors
+    record["passed"] = (
+        not errors
+        and record["megatron_to_megaspec"]["passed"]
+        and record["megaspec_to_megatron"]["passed"]
+        and record["round_trip_differs_at"] is None
+        and not any(record["keys"].values())
+    )
 
 
 def load_all(models: Any, state_dict: Mapping[str, Any]) -> None:
@@ -286,10 +318,9 @@ def load_all(models: Any, state_dict: Mapping[str, Any]) -> None:
 
 def print_case(case: dict[str, Any]) -> None:
     label = f"{case['model']:6} {case['spec']:18}"
-    if "error" in case:
-        print(f"{label} ERROR {case['error'].strip().splitlines()[-1]}")
-        return
     for direction in ("megatron_to_megaspec", "megaspec_to_megatron"):
+        if direction not in case:
+            continue
         result = case[direction]
         print(
             f"{label} {direction:21} fp32 {result['fp32_max_abs_diff']:.2e} "
@@ -298,10 +329,13 @@ def print_case(case: dict[str, Any]) -> None:
             f"{result['megatron_bf16_vs_fp32']:.2e}, megaspec {result['megaspec_bf16_vs_fp32']:.2e})  "
             f"top-1 {result['bf16_top1_agreement']:.3f}  {'ok' if result['passed'] else 'FAILED'}"
         )
-    if any(case["keys"].values()):
+    if any(case.get("keys", {}).values()):
         print(f"{label} key differences: {case['keys']}")
-    if case["round_trip_differs_at"] is not None:
+    if case.get("round_trip_differs_at") is not None:
         print(f"{label} round trip differs at {case['round_trip_differs_at']}")
+    for step, error in [*case.get("errors", {}).items(), ("building", case.get("error"))]:
+        if error is not None:
+            print(f"{label} ERROR in {step}: {error.strip().splitlines()[-1]}")
     print(f"{label} {'passed' if case['passed'] else 'FAILED'}")
 
 
@@ -318,10 +352,11 @@ def run(models: list[str], specs: list[MegatronSpec], fused: bool) -> tuple[str,
     try:
         for name in models:
             for spec in specs:
+                case: dict[str, Any] = {"model": name, "spec": spec, "passed": False}
                 try:
-                    case = run_case(parts, name, spec, fused)
-                except Exception:  # one case failing must not hide the others
-                    case = {"model": name, "spec": spec, "passed": False, "error": traceback.format_exc()}
+                    run_case(parts, case, fused)
+                except Exception:  # building failed; the other cases still run
+                    case["error"] = traceback.format_exc()
                 print_case(case)
                 cases.append(case)
                 torch.cuda.empty_cache()
