@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Device-machine helper for bench/train_step.py: brings Transformer Engine, Megatron-core and Liger onto a
-# GPU machine without internet, from what ../shared/gpu/prepare-te.sh put under .te/ and .whl/ (and the
-# liger-kernel wheel, also in .whl/: see bench/README.md).
+# Device-machine helper for bench/train_step.py and bench/megatron_parity.py: brings Transformer Engine,
+# Megatron-core and Liger onto a GPU machine without internet, from what ../shared/gpu/prepare-te.sh put
+# under .te/ and .whl/ (and the liger-kernel wheel, also in .whl/: see bench/README.md).
 #
 # A device call may carry at most 64 MiB, so the TE wheel travels as 56 MiB parts, one per call,
 # in back-to-back calls (a warm machine keeps /tmp for 30 s between calls):
@@ -14,7 +14,10 @@
 #                                            # into /tmp/site
 #   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS,
 #                                            # JSON record to $OUT/<date>-<gpu>.json
-# `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`.
+#   bash bench/gpu_setup.sh parity [ARGS...] # PYTHONPATH=/tmp/site python3 bench/megatron_parity.py ARGS,
+#                                            # JSON record to $OUT/megatron-parity.json
+# `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`
+# (likewise `install` and `parity`).
 # Logs go to $OUT (or /tmp/out when OUT is unset).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -103,5 +106,9 @@ case "${1:-}" in
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/train_step.py --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
-  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]"; exit 2 ;;
+  parity)
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 bench/megatron_parity.py --json "$OUT/megatron-parity.json" "$@" 2>&1 | tee "$OUT/parity.log" ;;
+  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]|parity [ARGS...]"; exit 2 ;;
 esac

@@ -42,7 +42,7 @@ def _import_megatron() -> dict[str, Any]:
     }
 
 
-def _start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]) -> Callable[[], None]:
+def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]) -> Callable[[], None]:
     """A one-process NCCL group and Megatron's TP=1 state; returns the function ending both."""
     import torch.distributed as dist
 
@@ -120,7 +120,7 @@ def build_megatron(config: BenchConfig, device: torch.device, *, fused: bool) ->
     parts = _import_megatron()
     if device.type != "cuda":
         raise PeerUnavailable("Megatron-core with Transformer Engine needs a CUDA device")
-    cleanup = _start_parallel_state(parts["parallel_state"], parts["manual_seed"])
+    cleanup = start_parallel_state(parts["parallel_state"], parts["manual_seed"])
     try:
         model = _megatron_model(config, device, fused, parts)
     except BaseException:

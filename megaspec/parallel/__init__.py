@@ -21,7 +21,12 @@ from megaspec.parallel.collectives import (
     scatter_to_tensor_parallel_region,
 )
 from megaspec.parallel.cross_entropy import vocab_parallel_cross_entropy
-from megaspec.parallel.embedding import VocabParallelEmbedding, padded_vocab_size
+from megaspec.parallel.embedding import (
+    VocabParallelEmbedding,
+    padded_vocab_rows,
+    padded_vocab_size,
+    repad_vocab_rows,
+)
 from megaspec.parallel.groups import ParallelGroups
 from megaspec.parallel.initializers import (
     normal_init,
@@ -67,9 +72,11 @@ __all__ = [
     "normal_init",
     "ones_init",
     "padded_rows_init",
+    "padded_vocab_rows",
     "padded_vocab_size",
     "reduce_from_tensor_parallel_region",
     "reduce_scatter_to_sequence_parallel_region",
+    "repad_vocab_rows",
     "replicated_over_sequence",
     "scaled_normal_init",
     "scatter_to_sequence_parallel_region",

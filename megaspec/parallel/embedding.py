@@ -20,10 +20,48 @@ def padded_vocab_size(vocab_size: int, groups: ParallelGroups, multiple: int = 1
     Every rank then holds the same number of rows, and each shard's size is a multiple of
     ``multiple`` (fast matrix shapes on GPUs).
     """
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-    step = groups.tensor_size * multiple
+    return padded_vocab_rows(vocab_size, groups.tensor_size, multiple)
+
+
+def padded_vocab_rows(vocab_size: int, tensor_parallel_size: int, multiple: int = 128) -> int:
+    """:func:`padded_vocab_size` for a tensor-parallel size given as a number.
+
+    Megatron-LM pads the same way (``make_vocab_size_divisible_by`` x tensor-parallel size).
+
+    Raises:
+        ValueError: if ``vocab_size``, ``tensor_parallel_size`` or ``multiple`` is below 1.
+    """
+    for name, value in (
+        ("vocab_size", vocab_size),
+        ("tensor_parallel_size", tensor_parallel_size),
+        ("multiple", multiple),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    step = tensor_parallel_size * multiple
     return -(-vocab_size // step) * step
+
+
+def repad_vocab_rows(weight: Tensor, vocab_size: int, rows: int) -> Tensor:
+    """``weight``'s first ``vocab_size`` rows (dimension 0), zero-padded to ``rows`` rows.
+
+    Converts a vocabulary weight (embedding or output layer) between paddings: the padded
+    rows it had are dropped (they stand for no token) and the new ones are zeros, as a
+    megaspec model initialises them. Returns ``weight`` itself when nothing changes.
+
+    Raises:
+        ValueError: if ``weight`` has fewer than ``vocab_size`` rows, or ``rows`` is below
+            ``vocab_size``.
+    """
+    if weight.shape[0] < vocab_size or rows < vocab_size:
+        raise ValueError(
+            f"cannot repad {weight.shape[0]} vocabulary rows to {rows}: both must be at least "
+            f"the vocabulary size {vocab_size}"
+        )
+    if weight.shape[0] == rows and rows == vocab_size:
+        return weight
+    padding = weight.new_zeros((rows - vocab_size, *weight.shape[1:]))
+    return torch.cat([weight[:vocab_size], padding])
 
 
 class VocabParallelEmbedding(nn.Module):
