@@ -1,16 +1,39 @@
-"""Pretrained weights in and out. So far: Hugging Face Llama-family configs <-> megaspec
-model configs. Anything that cannot be carried over exactly raises :class:`CheckpointError`.
+"""Pretrained weights in and out: Hugging Face checkpoints of the Llama family and megaspec
+run directories.
+
+``load_hf_weights`` and ``load_megaspec_weights`` copy a Hugging Face checkpoint (a
+directory or a ``transformers`` model object) or a megaspec run directory's weights into a
+model of any tensor-parallel size, each rank reading only its shards;
+``export_hf(model, config, directory)`` writes a
+directory ``transformers.AutoModelForCausalLM.from_pretrained`` loads. The layouts that
+differ between the formats (fused QKV, ``[gate; up]``, vocabulary padding) live in
+:mod:`megaspec.parallel.layouts`. Anything that cannot be carried over exactly raises
+:class:`CheckpointError`.
 """
 
 from megaspec.checkpoint.errors import CheckpointError
+from megaspec.checkpoint.hf import HfCheckpoint, export_hf, open_hf_checkpoint
 from megaspec.checkpoint.hf_config import FAMILIES, LlamaArchitecture, model_data_from_hf
 from megaspec.checkpoint.hf_config_export import hf_config_from_model, llama_architecture
+from megaspec.checkpoint.hf_weights import load_hf_weights
+from megaspec.checkpoint.native import load_megaspec_weights
+from megaspec.checkpoint.sources import SafetensorsSource, StateDictSource, TensorSource
+from megaspec.checkpoint.writing import DEFAULT_MAX_SHARD_BYTES
 
 __all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
     "FAMILIES",
     "CheckpointError",
+    "HfCheckpoint",
     "LlamaArchitecture",
+    "SafetensorsSource",
+    "StateDictSource",
+    "TensorSource",
+    "export_hf",
     "hf_config_from_model",
     "llama_architecture",
+    "load_hf_weights",
+    "load_megaspec_weights",
     "model_data_from_hf",
+    "open_hf_checkpoint",
 ]
