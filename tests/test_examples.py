@@ -208,7 +208,9 @@ def test_hybrid_blocks_expand_nested_spec() -> None:
 # --- (e) from_hf -----------------------------------------------------------------------------
 
 
-def test_from_hf_matches_transformers_before_and_after_export(capsys: pytest.CaptureFixture[str]) -> None:
+def test_from_hf_matches_transformers_before_and_after_export(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     output = run_main("from_hf", capsys)
     differences = [float(value) for value in re.findall(r"max \|logits.*\| = (\S+)\n", output)]
     assert len(differences) == 2 and all(difference <= 1e-5 for difference in differences)

@@ -33,7 +33,9 @@ def saved_tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def checkpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     """A family's name and its saved checkpoint directory (the model is rebuilt from it)."""
     family: str = request.param
     return family, save(tiny_model(family), tmp_path_factory.mktemp(family))
@@ -58,9 +60,11 @@ def test_export_loads_in_transformers_with_the_same_logits(
 ) -> None:
     family, directory = checkpoint
     imported = megaspec.from_pretrained(directory)
-    exported = export_hf(imported.model, imported.config, tmp_path / "out", template=imported.hf_config)
+    target = tmp_path / "out"
+    exported = export_hf(imported.model, imported.config, target, template=imported.hf_config)
     reloaded = AutoModelForCausalLM.from_pretrained(exported).eval()
-    assert type(reloaded).__name__ == json.loads((directory / "config.json").read_text())["architectures"][0]
+    architecture = json.loads((directory / "config.json").read_text())["architectures"][0]
+    assert type(reloaded).__name__ == architecture
     input_ids = tokens()
     with torch.no_grad():
         logits = imported.model(input_ids)
@@ -70,7 +74,8 @@ def test_export_loads_in_transformers_with_the_same_logits(
 def test_import_then_export_is_bitwise_equal(checkpoint: tuple[str, Path], tmp_path: Path) -> None:
     _, directory = checkpoint
     imported = megaspec.from_pretrained(directory)
-    exported = export_hf(imported.model, imported.config, tmp_path / "out", template=imported.hf_config)
+    target = tmp_path / "out"
+    exported = export_hf(imported.model, imported.config, target, template=imported.hf_config)
     original, written = saved_tensors(directory), saved_tensors(exported)
     assert written.keys() == original.keys()
     for name, tensor in original.items():
@@ -98,11 +103,13 @@ def test_export_shards_above_the_size_limit(tmp_path: Path) -> None:
     index = json.loads((exported / "model.safetensors.index.json").read_text())
     files = sorted(path.name for path in exported.glob("*.safetensors"))
     assert len(files) > 1 and sorted(set(index["weight_map"].values())) == files
-    assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in saved_tensors(exported).values())
+    total = sum(tensor.numel() * 4 for tensor in saved_tensors(exported).values())
+    assert index["metadata"]["total_size"] == total
     assert not (exported / "model.safetensors").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(exported).eval()
     input_ids = tokens()
-    torch.testing.assert_close(hf_logits(reloaded, input_ids), hf_logits(model, input_ids), rtol=0, atol=TOLERANCE)
+    expected = hf_logits(model, input_ids)
+    torch.testing.assert_close(hf_logits(reloaded, input_ids), expected, rtol=0, atol=TOLERANCE)
 
 
 def test_bfloat16_import_and_export_keep_the_bits(tmp_path: Path) -> None:
@@ -195,7 +202,9 @@ def test_active_sliding_window_is_refused(tmp_path: Path) -> None:
 
 def test_override_changing_the_architecture_is_refused() -> None:
     with pytest.raises(megaspec.config.ConfigError) as error:
-        megaspec.from_pretrained(tiny_model("qwen3"), overrides=["decoder.block.mixer.num_query_groups=4"])
+        megaspec.from_pretrained(
+            tiny_model("qwen3"), overrides=["decoder.block.mixer.num_query_groups=4"]
+        )
     assert str(error.value) == (
         "decoder.block.mixer.num_query_groups: changes the architecture of the pretrained model "
         "(2 -> 4); growing or reshaping a pretrained model is not available yet (overrides may "

@@ -46,8 +46,9 @@ def test_model_type_and_template() -> None:
 
 
 def config_with(**data: Any) -> ModelConfig:
-    block = {"mixer": {"type": "attention", "num_heads": 4}, "mlp": {"type": "mlp", "ffn_hidden_size": 96}}
-    return from_data(ModelConfig, {"hidden_size": 64, "decoder": {"type": "repeat", "block": block}} | data)
+    block = {"mixer": {"type": "attention", "num_heads": 4}, "mlp": {"type": "mlp"}}
+    decoder = {"type": "repeat", "block": block}
+    return from_data(ModelConfig, {"hidden_size": 64, "decoder": decoder} | data)
 
 
 @pytest.mark.parametrize(

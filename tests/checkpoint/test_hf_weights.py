@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from megaspec.checkpoint import StateDictSource, llama_architecture, model_data_from_hf
-from megaspec.checkpoint.hf_weights import check_model_parameters, hf_tensors, hf_weight_mappings, local_tensor
+from megaspec.checkpoint.hf_weights import (
+    check_model_parameters,
+    hf_tensors,
+    hf_weight_mappings,
+    local_tensor,
+)
 from megaspec.config import ModelConfig, from_data
 from megaspec.parallel import ParallelGroups, seeded_initialization
 from tests.helpers.hf_models import FAMILIES, family_config, tiny_model
@@ -26,12 +31,13 @@ def test_mappings_cover_the_model_and_the_checkpoint(family: str) -> None:
         del hf_state["lm_head.weight"]
     names = [name for mapping in mappings for name in mapping.hf_names]
     assert sorted(names) == sorted(hf_state)
-    shapes = {name: shape for mapping in mappings for name, shape in zip(mapping.hf_names, mapping.hf_shapes)}
-    assert shapes == {name: tuple(tensor.shape) for name, tensor in hf_state.items()}
-    # Reading a rank's shard (here: all of it) undoes writing the full tensor back.
-    source = StateDictSource(hf_state, "state dict")
+    shapes = {name: tuple(tensor.shape) for name, tensor in hf_state.items()}
     for mapping in mappings:
-        local = local_tensor(mapping, source, architecture, ParallelGroups.single(), model.padded_vocab_size)
+        assert [shapes[name] for name in mapping.hf_names] == list(mapping.hf_shapes)
+    # Reading a rank's shard (here: all of it) undoes writing the full tensor back.
+    source, single = StateDictSource(hf_state, "state dict"), ParallelGroups.single()
+    for mapping in mappings:
+        local = local_tensor(mapping, source, architecture, single, model.padded_vocab_size)
         for name, tensor in hf_tensors(mapping, local, architecture).items():
             assert torch.equal(tensor, hf_state[name]), name
 

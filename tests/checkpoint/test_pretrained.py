@@ -46,10 +46,9 @@ def test_run_directory_with_training_overrides(run_directory: Path) -> None:
     assert result.source_format == "megaspec" and result.hf_config is None
     assert mixer_of(result).lr_scale == 0.5 and result.config.init_std == 0.01
     model = result.model
-    qkv = model.get_parameter("blocks.layers.1.mixer.linear_qkv.weight")
-    assert parameter_settings(qkv) is not None and parameter_settings(qkv).lr_scale == 0.5  # type: ignore[union-attr]
-    embedding_settings = parameter_settings(model.get_parameter("embedding.weight"))
-    assert embedding_settings is not None and embedding_settings.lr_scale == 0.0
+    qkv = "blocks.layers.1.mixer.linear_qkv.weight"
+    settings = [parameter_settings(model.get_parameter(name)) for name in (qkv, "embedding.weight")]
+    assert [None if tag is None else tag.lr_scale for tag in settings] == [0.5, 0.0]
     input_ids = tokens(sequence=16) % 256
     with torch.no_grad():
         assert torch.equal(model(input_ids), saved(input_ids))
@@ -66,10 +65,13 @@ def test_run_directory_refuses_an_architecture_change(run_directory: Path) -> No
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("decoder.num_blocks=3", "decoder.num_blocks: changes the architecture of the pretrained model (2 -> 3)"),
-        ("tie_embeddings=true", "tie_embeddings: changes the architecture of the pretrained model (false -> true)"),
+        ("decoder.num_blocks=3",
+         "decoder.num_blocks: changes the architecture of the pretrained model (2 -> 3)"),
+        ("tie_embeddings=true",
+         "tie_embeddings: changes the architecture of the pretrained model (false -> true)"),
         ("decoder.block.add_linear_biases=true",
-         "decoder.block.mixer.qkv.bias: changes the architecture of the pretrained model (false -> true)"),
+         "decoder.block.mixer.qkv.bias: changes the architecture of the pretrained model (false "
+         "-> true)"),
         ("decoder.block.norm={type: layer_norm}",
          "decoder.block.norm.type: changes the architecture of the pretrained model ('rms_norm' -> "
          "'layer_norm')"),

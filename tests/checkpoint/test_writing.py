@@ -42,7 +42,9 @@ def test_replacing_needs_overwrite(tmp_path: Path) -> None:
     (target / "old.txt").write_text("old")
     with pytest.raises(CheckpointError) as error:
         StagedDirectory(target, overwrite=False)
-    assert str(error.value) == f"{target}: directory exists and is not empty; pass overwrite=True to replace it"
+    assert str(error.value) == (
+        f"{target}: directory exists and is not empty; pass overwrite=True to replace it"
+    )
     staged = StagedDirectory(target, overwrite=True)
     (staged.path / "new.txt").write_text("new")
     staged.commit()
