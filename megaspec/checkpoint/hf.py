@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from megaspec.checkpoint.errors import CheckpointError
+from megaspec.checkpoint.hf_config import LlamaArchitecture
 from megaspec.checkpoint.hf_config_export import hf_config_from_model, llama_architecture
 from megaspec.checkpoint.hf_weights import (
     WeightMapping,
@@ -149,19 +150,8 @@ def export_hf(
     target = Path(directory)
     check_target(target, overwrite=overwrite)
     writer = _Writer(target, overwrite=overwrite) if model.groups.tensor_rank == 0 else None
-    parameters = dict(model.named_parameters())
-    sizes = [_bytes(mapping, dtype) for mapping in mappings]
-    shards = plan_shards(sizes, max_shard_bytes)
     try:
-        for file, shard in zip(shard_file_names(len(shards)), shards):
-            tensors: dict[str, Tensor] = {}
-            for index in shard:
-                parameter = parameters[mappings[index].parameter]
-                full = gather_full(parameter, sharding_of(parameter), model.groups)  # every rank
-                if writer is not None:
-                    tensors.update(hf_tensors(mappings[index], full.cpu(), architecture))
-            if writer is not None:
-                writer.write_file(file, tensors)
+        sizes = _gather_and_write(model, mappings, architecture, writer, max_shard_bytes)
         if writer is not None:
             writer.finish(hf_config, total_bytes=sum(sizes))
     except BaseException:
@@ -170,6 +160,31 @@ def export_hf(
         raise
     _raise_if_any_rank_failed(writer, model.groups)
     return target
+
+
+def _gather_and_write(
+    model: GPTModel,
+    mappings: list[WeightMapping],
+    architecture: LlamaArchitecture,
+    writer: _Writer | None,
+    max_shard_bytes: int,
+) -> list[int]:
+    """Gather every parameter (every rank takes part); ``writer`` (rank 0) writes the files.
+    Returns each mapping's size in bytes."""
+    parameters = dict(model.named_parameters())
+    dtype = next(model.parameters()).dtype
+    sizes = [_bytes(mapping, dtype) for mapping in mappings]
+    shards = plan_shards(sizes, max_shard_bytes)
+    for file, shard in zip(shard_file_names(len(shards)), shards):
+        tensors: dict[str, Tensor] = {}
+        for index in shard:
+            parameter = parameters[mappings[index].parameter]
+            full = gather_full(parameter, sharding_of(parameter), model.groups)
+            if writer is not None:
+                tensors.update(hf_tensors(mappings[index], full.cpu(), architecture))
+        if writer is not None:
+            writer.write_file(file, tensors)
+    return sizes
 
 
 def _bytes(mapping: WeightMapping, dtype: torch.dtype) -> int:

@@ -172,6 +172,31 @@ def model_data_from_hf(
     num_layers = fields.integer("num_hidden_layers")
     refuse_unsupported_features(fields, family, num_layers)
     hidden = fields.integer("hidden_size")
+    mlp = {
+        "type": "mlp",
+        "ffn_hidden_size": fields.integer("intermediate_size"),
+        "activation": HF_ACTIVATIONS[fields.get("hidden_act", "silu")],
+        "gated": True,
+        "bias": fields.flag("mlp_bias") if family.has_mlp_bias else False,
+    }
+    block = {
+        "mixer": _attention_data(fields, family, hidden),
+        "mlp": mlp,
+        "norm": {"type": "rms_norm"},
+        "post_norms": False,
+    }
+    return {
+        "hidden_size": hidden,
+        "vocab_size": fields.integer("vocab_size"),
+        "norm_epsilon": fields.number("rms_norm_eps", 1e-6),
+        "init_std": fields.number("initializer_range", 0.02),
+        "tie_embeddings": fields.flag("tie_word_embeddings"),
+        "decoder": {"type": "repeat", "num_blocks": num_layers, "block": block},
+        "final_norm": {"type": "rms_norm"},
+    }
+
+
+def _attention_data(fields: HfFields, family: HfFamily, hidden: int) -> dict[str, Any]:
     heads = fields.integer("num_attention_heads")
     if family.fixed_attention_biases is None:
         attention_bias = fields.flag("attention_bias")
@@ -190,25 +215,9 @@ def model_data_from_hf(
         "qk_norm": family.qk_norm,
         "bias": proj_bias,
     }
-    if qkv_bias != proj_bias:
+    if qkv_bias != proj_bias:  # Qwen2: biases on q/k/v only
         mixer["qkv"] = {"bias": qkv_bias}
-    mlp = {
-        "type": "mlp",
-        "ffn_hidden_size": fields.integer("intermediate_size"),
-        "activation": HF_ACTIVATIONS[fields.get("hidden_act", "silu")],
-        "gated": True,
-        "bias": fields.flag("mlp_bias") if family.has_mlp_bias else False,
-    }
-    block = {"mixer": mixer, "mlp": mlp, "norm": {"type": "rms_norm"}, "post_norms": False}
-    return {
-        "hidden_size": hidden,
-        "vocab_size": fields.integer("vocab_size"),
-        "norm_epsilon": fields.number("rms_norm_eps", 1e-6),
-        "init_std": fields.number("initializer_range", 0.02),
-        "tie_embeddings": fields.flag("tie_word_embeddings"),
-        "decoder": {"type": "repeat", "num_blocks": num_layers, "block": block},
-        "final_norm": {"type": "rms_norm"},
-    }
+    return mixer
 
 
 def _head_dim(fields: HfFields, hidden: int, heads: int) -> int:
