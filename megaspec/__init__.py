@@ -2,9 +2,11 @@
 
 The public API is what this module and the subpackages' ``__init__`` export:
 ``megaspec.builders`` (slot Protocols), ``megaspec.parallel`` (tensor parallelism),
-``megaspec.layers``, ``megaspec.models`` and ``megaspec.backends.torch`` (standard specs).
+``megaspec.layers``, ``megaspec.models``, ``megaspec.backends.torch`` (standard specs) and
+``megaspec.checkpoint`` (pretrained weights: :func:`from_pretrained`, Hugging Face export).
 """
 
+from megaspec.checkpoint import PretrainedModel, from_pretrained
 from megaspec.context import LayerContext
 from megaspec.models import GPTModel, GPTSubmodules
 from megaspec.parallel import ParallelGroups
@@ -17,5 +19,7 @@ __all__ = [
     "LayerContext",
     "MlpConfig",
     "ParallelGroups",
+    "PretrainedModel",
     "TransformerConfig",
+    "from_pretrained",
 ]

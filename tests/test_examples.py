@@ -203,3 +203,18 @@ def test_hybrid_blocks_expand_nested_spec() -> None:
     attention, conv = "SelfAttention", "CausalConvMixer"
     assert mixers == [attention, attention, conv, attention, attention, conv, attention]
     assert [layer.layer_index for layer in model.blocks.layers] == list(range(7))
+
+
+# --- (e) from_hf -----------------------------------------------------------------------------
+
+
+def test_from_hf_matches_transformers_before_and_after_export(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = run_main("from_hf", capsys)
+    differences = [float(value) for value in re.findall(r"max \|logits.*\| = (\S+)\n", output)]
+    assert len(differences) == 2 and all(difference <= 1e-5 for difference in differences)
+    assert "exported ['config.json', 'model.safetensors']\n" in output
+    assert "Qwen2ForCausalLM from the export" in output
+    (loss,) = printed_losses(output)
+    assert abs(loss - math.log(320)) < 0.5  # a random model is close to uniform

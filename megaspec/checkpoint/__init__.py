@@ -1,21 +1,65 @@
-"""Checkpoint conversion: megaspec state dicts to and from other libraries' layouts."""
+"""Pretrained weights in and out: Hugging Face checkpoints of the Llama family, megaspec run
+directories, and Megatron-core ``GPTModel`` state dicts.
 
-from megaspec.checkpoint.megatron import from_megatron
-from megaspec.checkpoint.megatron import load_from_megatron
-from megaspec.checkpoint.megatron import model_to_megatron
-from megaspec.checkpoint.megatron import to_megatron
-from megaspec.checkpoint.megatron_config import MegatronArguments
-from megaspec.checkpoint.megatron_config import megatron_arguments
-from megaspec.checkpoint.megatron_config import model_config
+``from_pretrained(source, overrides=..., groups=...)`` builds a model (tensor-parallel if
+asked, each rank reading only its shards) from a Hugging Face directory, a ``transformers``
+model object or a megaspec run directory; ``export_hf(model, config, directory)`` writes a
+directory ``transformers.AutoModelForCausalLM.from_pretrained`` loads. ``to_megatron`` and
+``from_megatron`` convert state dicts (local or Transformer Engine spec, any tensor-parallel
+size). The layouts that differ between the formats (fused QKV, ``[gate; up]``, vocabulary
+padding) live in :mod:`megaspec.parallel.layouts` and :mod:`megaspec.parallel.sharding`.
+Anything that cannot be carried over exactly raises :class:`CheckpointError`.
+"""
+
+from megaspec.checkpoint.errors import CheckpointError
+from megaspec.checkpoint.hf import HfCheckpoint, export_hf, open_hf_checkpoint
+from megaspec.checkpoint.hf_config import FAMILIES, LlamaArchitecture, model_data_from_hf
+from megaspec.checkpoint.hf_config_export import hf_config_from_model, llama_architecture
+from megaspec.checkpoint.hf_weights import load_hf_weights
+from megaspec.checkpoint.megatron import (
+    from_megatron,
+    load_from_megatron,
+    model_to_megatron,
+    to_megatron,
+)
+from megaspec.checkpoint.megatron_config import MegatronArguments, megatron_arguments, model_config
 from megaspec.checkpoint.megatron_keys import MegatronSpec
+from megaspec.checkpoint.native import load_megaspec_weights
+from megaspec.checkpoint.pretrained import (
+    TRAINING_SETTINGS,
+    PretrainedModel,
+    check_same_architecture,
+    from_pretrained,
+)
+from megaspec.checkpoint.sources import SafetensorsSource, StateDictSource, TensorSource
+from megaspec.checkpoint.writing import DEFAULT_MAX_SHARD_BYTES
 
 __all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
+    "FAMILIES",
+    "TRAINING_SETTINGS",
+    "CheckpointError",
+    "HfCheckpoint",
+    "LlamaArchitecture",
     "MegatronArguments",
     "MegatronSpec",
+    "PretrainedModel",
+    "SafetensorsSource",
+    "StateDictSource",
+    "TensorSource",
+    "check_same_architecture",
+    "export_hf",
     "from_megatron",
+    "from_pretrained",
+    "hf_config_from_model",
+    "llama_architecture",
     "load_from_megatron",
+    "load_hf_weights",
+    "load_megaspec_weights",
     "megatron_arguments",
     "model_config",
+    "model_data_from_hf",
     "model_to_megatron",
+    "open_hf_checkpoint",
     "to_megatron",
 ]

@@ -4,4 +4,5 @@
 - ``reference_llama``: a Llama layer in plain float64 torch ops, from a layer's own weights.
 - ``layers``: small configs and builders for the tests of ``megaspec.layers``.
 - ``presets``: what the packaged presets hold, as saved config data.
+- ``hf_models``: tiny random transformers models of each family the checkpoint converters support.
 """
