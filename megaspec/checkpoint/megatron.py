@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from megaspec.checkpoint.errors import CheckpointError
 from megaspec.checkpoint.megatron_config import megatron_arguments
 from megaspec.checkpoint.megatron_keys import (
     MegatronSpec,
@@ -89,7 +90,7 @@ def to_megatron(
         tensors own their memory, so saving one rank's dict saves only its shards.
 
     Raises:
-        ValueError: for a config Megatron cannot represent, a state dict with a missing or
+        CheckpointError: for a config Megatron cannot represent, a state dict with a missing or
             unexpected key or a wrong shape (naming the key and the shapes), or weights that
             do not split over ``tensor_parallel_size``.
     """
@@ -137,7 +138,7 @@ def from_megatron(
         that rank takes it (:func:`load_from_megatron` does both).
 
     Raises:
-        ValueError: as :func:`to_megatron`; an unexpected key's message says why, e.g. that
+        CheckpointError: as :func:`to_megatron`; an unexpected key's message says why, e.g. that
             megaspec has no mixture-of-experts layers or that the key is the other spec's.
     """
     arguments = megatron_arguments(config)
@@ -164,7 +165,7 @@ def load_from_megatron(
     tensor-parallel size (each rank loads its own shards).
 
     Raises:
-        ValueError: as :func:`from_megatron`.
+        CheckpointError: as :func:`from_megatron`.
         RuntimeError: from ``load_state_dict``, if ``model`` was not built from ``config``.
     """
     groups = model.groups
@@ -208,7 +209,7 @@ def _as_list(state_dicts: StateDicts) -> list[Mapping[str, Any]]:
     if isinstance(state_dicts, Mapping):
         return [state_dicts]
     if not state_dicts:
-        raise ValueError("no state dicts given")
+        raise CheckpointError("no state dicts given")
     return list(state_dicts)
 
 
@@ -233,12 +234,12 @@ def _check_keys(
     known = set(expected)
     for key in state_dict:
         if key not in known and key not in ignored:
-            raise ValueError(f"{where}: unexpected key '{key}': {unexpected(key)}")
+            raise CheckpointError(f"{where}: unexpected key '{key}': {unexpected(key)}")
     absent = [key for key in expected if key not in state_dict]
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         reason = "" if missing is None else f": {missing(absent[0])}"
-        raise ValueError(f"{where}: missing key '{absent[0]}'{more}{reason}")
+        raise CheckpointError(f"{where}: missing key '{absent[0]}'{more}{reason}")
 
 
 def _joined(
@@ -258,14 +259,14 @@ def _joined(
         for rank, shard in enumerate(shards):
             if not isinstance(shard, Tensor) or tuple(shard.shape) != expected:
                 found = tuple(shard.shape) if isinstance(shard, Tensor) else type(shard).__name__
-                raise ValueError(
+                raise CheckpointError(
                     f"{_where(source, rank, size)}: '{name}' has shape {found}, expected {expected}"
                 )
         # A weight every rank holds whole (a norm, a row-parallel bias) is read from rank 0.
         sharding = entry.sharding
         joined = shards[0] if sharding is None or size == 1 else full_from_shards(shards, sharding)
         if entry.vocabulary and joined.shape[0] < vocab_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} state dict: '{name}' has {joined.shape[0]} vocabulary rows, fewer than the "
                 f"config's vocab_size {vocab_size}"
             )
@@ -289,7 +290,7 @@ def _local_shape(
         return shape
     dim, parts = entry.sharding.dim, entry.sharding.parts
     if shape[dim] % (parts * size) != 0:
-        raise ValueError(
+        raise CheckpointError(
             f"'{name}' of full shape {shape} does not split into {parts} part(s) of {size} equal "
             f"tensor-parallel shard(s) along dimension {dim}"
         )
@@ -322,5 +323,5 @@ def _split(
                 try:
                     state_dict[name] = shard_of_full(tensor, entry.sharding, rank, size).clone()
                 except ValueError as error:
-                    raise ValueError(f"'{name}': {error}") from None
+                    raise CheckpointError(f"'{name}': {error}") from None
     return per_rank

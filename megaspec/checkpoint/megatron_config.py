@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch.nn.functional as F
 
+from megaspec.checkpoint.errors import CheckpointError
 from megaspec.config import (
     AttentionMixerConfig,
     BlockConfig,
@@ -145,27 +146,27 @@ class MegatronArguments:
         """Refuse what a megaspec model cannot compute the same way.
 
         Raises:
-            ValueError: naming the argument and why.
+            CheckpointError: naming the argument and why.
         """
         if self.normalization not in ("LayerNorm", "RMSNorm"):
-            raise ValueError(f"normalization {self.normalization!r}: expected 'LayerNorm' or 'RMSNorm'")
+            raise CheckpointError(f"normalization {self.normalization!r}: expected 'LayerNorm' or 'RMSNorm'")
         if self.position_embedding_type not in ("rope", "none"):
-            raise ValueError(
+            raise CheckpointError(
                 f"position_embedding_type {self.position_embedding_type!r} is not supported: megaspec "
                 f"has RoPE ('rope') or no position embedding ('none')"
             )
         if _activation_name(self.activation_func) is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"activation_func {self.activation_func!r} is not supported; megaspec has "
                 f"{', '.join(ACTIVATIONS)} (megaspec.transformer_config.ACTIVATIONS)"
             )
         if self.qk_layernorm and self.normalization != "RMSNorm":
-            raise ValueError(
+            raise CheckpointError(
                 "qk_layernorm with normalization 'LayerNorm' is not supported: megaspec's QK-norm is RMSNorm"
             )
         rotated = int(self.head_dim * self.rotary_percent)
         if self.rotary and rotated % 2 != 0:
-            raise ValueError(
+            raise CheckpointError(
                 f"rotary_percent {self.rotary_percent} of kv_channels {self.head_dim} rotates an odd "
                 f"number of dimensions ({rotated}); megaspec rotates pairs"
             )
@@ -183,7 +184,7 @@ def model_config(arguments: MegatronArguments) -> ModelConfig:
     """The megaspec config of the Megatron-core GPT model that ``arguments`` describe.
 
     Raises:
-        ValueError: for what megaspec cannot represent (see
+        CheckpointError: for what megaspec cannot represent (see
             :meth:`MegatronArguments.check_supported`).
     """
     arguments.check_supported()
@@ -246,7 +247,7 @@ def megatron_arguments(config: ModelConfig) -> MegatronArguments:
     """The Megatron-core arguments of the model ``config`` describes.
 
     Raises:
-        ValueError: naming the config field, for what a Megatron-core ``GPTModel`` cannot
+        CheckpointError: naming the config field, for what a Megatron-core ``GPTModel`` cannot
             represent: a decoder other than one repeated attention + MLP block, post-norms,
             non-causal attention, a final norm of another type than the blocks' norms, biases
             that Megatron's ``add_bias_linear`` / ``add_qkv_bias`` cannot express, an output
@@ -261,9 +262,9 @@ def megatron_arguments(config: ModelConfig) -> MegatronArguments:
     add_bias_linear, add_qkv_bias = _linear_biases(mixer, mlp)
     activation = _activation_name(mlp.activation)
     if activation is None:
-        raise ValueError(f"decoder.block.mlp.activation: {mlp.activation!r} has no name megaspec knows")
+        raise CheckpointError(f"decoder.block.mlp.activation: {mlp.activation!r} has no name megaspec knows")
     if mixer.qk_norm and normalization == "LayerNorm":
-        raise ValueError(
+        raise CheckpointError(
             "decoder.block.mixer.qk_norm: megaspec's QK-norm is RMSNorm, and Megatron's follows the "
             "model's normalization, LayerNorm here"
         )
@@ -291,24 +292,24 @@ def megatron_arguments(config: ModelConfig) -> MegatronArguments:
 def _repeated_block(config: ModelConfig) -> BlockConfig:
     decoder = config.decoder
     if not isinstance(decoder, RepeatSequenceConfig):
-        raise ValueError(
+        raise CheckpointError(
             f"decoder: a Megatron-core GPTModel repeats one block; got a {type(decoder).__name__}"
         )
     block = decoder.block
     if type(block.mixer) is not AttentionMixerConfig:
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block.mixer: Megatron-core has self-attention only, got {type(block.mixer).__name__}"
         )
     if type(block.mlp) is not FeedForwardConfig:
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block.mlp: Megatron-core's MLP is the standard one, got {type(block.mlp).__name__}"
         )
     if block.post_norms:
-        raise ValueError("decoder.block.post_norms: Megatron-core's GPT layer has no post-norms")
+        raise CheckpointError("decoder.block.post_norms: Megatron-core's GPT layer has no post-norms")
     if not block.mixer.causal:
-        raise ValueError("decoder.block.mixer.causal: a Megatron-core GPTModel is causal")
+        raise CheckpointError("decoder.block.mixer.causal: a Megatron-core GPTModel is causal")
     if config.output_layer.bias:
-        raise ValueError("output_layer.bias: Megatron-core's output layer has no bias")
+        raise CheckpointError("output_layer.bias: Megatron-core's output layer has no bias")
     return block
 
 
@@ -316,11 +317,11 @@ def _normalization(config: ModelConfig, block: BlockConfig) -> Normalization:
     names: dict[type[NormConfig], Normalization] = {RMSNormConfig: "RMSNorm", LayerNormConfig: "LayerNorm"}
     block_norm, final_norm = names.get(type(block.norm)), names.get(type(config.final_norm))
     if block_norm is None:
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block.norm: Megatron-core has LayerNorm or RMSNorm, got {type(block.norm).__name__}"
         )
     if final_norm != block_norm:
-        raise ValueError(
+        raise CheckpointError(
             f"final_norm: Megatron-core uses one normalization for every norm; the blocks use "
             f"{block_norm}, the final norm {type(config.final_norm).__name__}"
         )
@@ -336,7 +337,7 @@ def _linear_biases(mixer: AttentionMixerConfig, mlp: FeedForwardConfig) -> tuple
     qkv, proj = bias(mixer.qkv, mixer.bias), bias(mixer.proj, mixer.bias)
     fc1, fc2 = bias(mlp.fc1, mlp.bias), bias(mlp.fc2, mlp.bias)
     if not proj == fc1 == fc2 or (proj and not qkv):
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block: biases qkv={qkv}, proj={proj}, fc1={fc1}, fc2={fc2} cannot be expressed "
             f"by Megatron's add_bias_linear (every linear) and add_qkv_bias (linear_qkv only)"
         )
@@ -348,7 +349,7 @@ def _rotary_arguments(mixer: AttentionMixerConfig, hidden_size: int) -> dict[str
         return {"position_embedding_type": "none"}
     rotated = int(mixer.resolved_head_dim(hidden_size) * mixer.rotary_fraction)
     if rotated % 2 != 0:
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block.mixer.rotary_fraction: Megatron would rotate {rotated} dimensions of "
             f"each head, an odd number; megaspec rotates {rotated - 1}"
         )
@@ -356,7 +357,7 @@ def _rotary_arguments(mixer: AttentionMixerConfig, hidden_size: int) -> dict[str
     if scaling is not None and not (
         isinstance(scaling, Llama3RotaryScaling) and scaling == _megatron_llama3(scaling.factor)
     ):
-        raise ValueError(
+        raise CheckpointError(
             f"decoder.block.mixer.rotary_scaling: Megatron's rope_scaling is Llama 3.1's with "
             f"low_freq_factor {_MEGATRON_LLAMA3.low_freq_factor}, high_freq_factor "
             f"{_MEGATRON_LLAMA3.high_freq_factor} and original_max_position_embeddings "

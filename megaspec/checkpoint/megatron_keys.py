@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from megaspec.checkpoint.errors import CheckpointError
 from megaspec.checkpoint.megatron_config import MegatronArguments
 from megaspec.parallel import TensorParallelSharding
 
@@ -142,10 +143,10 @@ def extra_state_entries(
     Engine is importable, see the module docstring).
 
     Raises:
-        ValueError: for the Transformer Engine spec without Transformer Engine.
+        CheckpointError: for the Transformer Engine spec without Transformer Engine.
     """
     if spec == "transformer_engine" and not transformer_engine_installed:
-        raise ValueError("the Transformer Engine spec needs Transformer Engine installed")
+        raise CheckpointError("the Transformer Engine spec needs Transformer Engine installed")
     owner: ExtraStateOwner = "transformer_engine" if spec == "transformer_engine" else "megatron"
     modules = ["self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2"]
     if spec == "transformer_engine":
