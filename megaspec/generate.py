@@ -15,7 +15,8 @@ padded row's positions count from 0 at its first real token (``GPTModel.forward`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -165,24 +166,21 @@ def generate(
     """Extend each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
-        model: put in eval mode for the call, and back in the mode it was in afterwards.
-        prompts: a ``[batch, prompt]`` int64 tensor (padded rows marked by ``attention_mask``,
-            padding on the left), or a sequence of 1-D prompts of any lengths.
+        prompts: a ``[batch, prompt]`` int64 tensor (its padding, on the left, marked by
+            ``attention_mask``: 1 for real tokens), or a sequence of 1-D prompts.
         max_new_tokens: tokens to add; fewer when every row has ended with ``eos_token_id``.
-        attention_mask: with a tensor of prompts, ``[batch, prompt]``, 1 for real tokens.
-        context_length: the model sees at most the last ``context_length`` tokens. When the
-            output outgrows it, every token is recomputed from the window (a cache cannot
-            drop its oldest tokens and keep the same numbers).
+        context_length: the model sees at most the last ``context_length`` tokens; if the
+            output outgrows it, each token is recomputed from the window (no cache).
         temperature, top_k, top_p, generator: how tokens are picked
             (:func:`megaspec.sampling.next_token`); ``temperature=0`` is greedy.
-        eos_token_id: a row that produces it ends; its later tokens are ``pad_token_id``.
-        pad_token_id: the id that left-pads shorter prompts and fills ended rows.
-        use_cache: decode from key/value caches; ``False`` recomputes every token (the
-            reference, and what a model with an uncached mixer does anyway).
+        eos_token_id: a row that produces it ends; its later tokens are ``pad_token_id``,
+            which also left-pads shorter prompts.
+        use_cache: decode from key/value caches; ``False`` recomputes every token.
 
     Returns:
-        ``[batch, longest prompt + generated]`` int64 on the model's device, left-padded: row
-        ``i``'s prompt ends in column ``longest - 1`` and its new tokens follow.
+        ``[batch, longest prompt + generated]`` int64 on the model's device, left-padded: each
+        prompt ends in column ``longest - 1`` and its new tokens follow. The model runs in
+        eval mode and is put back in its mode afterwards.
 
     Raises:
         ValueError: for bad prompts or mask (:func:`left_padded`), a negative
@@ -190,6 +188,19 @@ def generate(
             settings, or a model with sequence parallelism over several ranks.
     """
     check_sampling(temperature, top_k, top_p)
+    _check_request(model, max_new_tokens, context_length)
+    batch = left_padded(prompts, attention_mask, pad_token_id, next(model.parameters()).device)
+    choice = _TokenChoice(temperature, top_k, top_p, generator, eos_token_id, pad_token_id)
+    total = batch.tokens.shape[1] + max_new_tokens
+    windowed = context_length is not None and total > context_length
+    cached = use_cache and not windowed and _all_layers_cache(model)
+    with _evaluating(model), torch.no_grad():
+        if cached:
+            return _decode_with_cache(model, batch, max_new_tokens, choice)
+        return _decode_by_recomputation(model, batch, max_new_tokens, choice, context_length)
+
+
+def _check_request(model: GPTModel, max_new_tokens: int, context_length: int | None) -> None:
     if max_new_tokens < 0 or (context_length is not None and context_length <= 0):
         raise ValueError(
             f"max_new_tokens must be >= 0 and context_length > 0, got {max_new_tokens} and "
@@ -201,19 +212,15 @@ def generate(
             "token cannot be split over the tensor-parallel ranks); build it with "
             "sequence_parallel=False"
         )
-    device = next(model.parameters()).device
-    batch = left_padded(prompts, attention_mask, pad_token_id, device)
-    choice = _TokenChoice(temperature, top_k, top_p, generator, eos_token_id, pad_token_id)
-    total = batch.tokens.shape[1] + max_new_tokens
-    windowed = context_length is not None and total > context_length
-    cached = use_cache and not windowed and _all_layers_cache(model)
+
+
+@contextmanager
+def _evaluating(model: GPTModel) -> Iterator[None]:
+    """Eval mode for the block, then the mode the model was in."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            if cached:
-                return _decode_with_cache(model, batch, max_new_tokens, choice)
-            return _decode_by_recomputation(model, batch, max_new_tokens, choice, context_length)
+        yield
     finally:
         model.train(was_training)
 

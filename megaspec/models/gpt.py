@@ -135,17 +135,14 @@ class GPTModel(nn.Module):
 
         Args:
             input_ids: ``[batch, sequence]`` token ids.
-            position_ids: ``[batch, sequence]`` positions; by default ``0 .. sequence - 1``
-                after the cached tokens, or, with an ``attention_mask``, counted from each
-                row's first real token as transformers does (``cumsum(mask) - 1``, 0 on
-                padding).
+            position_ids: ``[batch, sequence]``; by default counted on from the cached tokens,
+                or with an ``attention_mask`` from each row's first real token, as
+                transformers does (``cumsum(mask) - 1``, 0 on padding).
             labels: ``[batch, sequence]`` target ids (already shifted); ``-100`` is ignored.
-            attention_mask: ``[batch, cached + sequence]``, 1 (or ``True``) for real tokens and
-                0 for padding, as in transformers; prompts of different lengths are padded on
-                the left. ``None``: no padding.
-            inference: the caches of an incremental decoding (:mod:`megaspec.inference`):
-                ``input_ids`` continue the ``inference.length`` tokens already cached, and
-                the call advances ``inference.length`` by ``sequence``.
+            attention_mask: ``[batch, cached + sequence]``, 1 for real tokens and 0 for
+                padding (on the left), as in transformers; ``None``: no padding.
+            inference: caches of an incremental decoding (:mod:`megaspec.inference`):
+                ``input_ids`` follow its ``length`` cached tokens, and the call advances it.
 
         Returns:
             ``[batch, sequence, vocab_size]`` logits (gathered over tensor-parallel ranks,
@@ -157,19 +154,12 @@ class GPTModel(nn.Module):
                 by the tensor-parallel size, or with ``inference`` (a decode step of one token
                 cannot be split over ranks); if ``attention_mask`` has the wrong shape.
         """
-        batch, sequence = input_ids.shape
-        self._check_sequence_split(sequence, inference)
-        cached = 0 if inference is None else inference.length
-        key_padding = _key_padding(attention_mask, batch, cached + sequence)
-        if position_ids is None:
-            position_ids = _default_positions(attention_mask, batch, sequence, cached, input_ids.device)
-        context = LayerContext.for_positions(
-            position_ids, attention_mask=key_padding, inference=inference
-        )
+        self._check_sequence_split(input_ids.shape[1], inference)
+        context = _layer_context(input_ids, position_ids, attention_mask, inference)
         hidden = self.embedding(input_ids.t())  # [s, b, h] ([s / tp, b, h] when SP)
         hidden = self.blocks(hidden, context=context)
         if inference is not None:
-            inference.advance(sequence)
+            inference.advance(input_ids.shape[1])
         hidden = self.final_norm(hidden)
         logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
         if labels is not None:
@@ -225,6 +215,21 @@ class GPTModel(nn.Module):
                 f"{VOCAB_PADDING_MULTIPLE}); padded entries are excluded from logits and loss"
             )
         return "\n".join(lines)
+
+
+def _layer_context(
+    input_ids: Tensor,
+    position_ids: Tensor | None,
+    attention_mask: Tensor | None,
+    inference: InferenceState | None,
+) -> LayerContext:
+    """The context of one call: positions (default or given), padding mask, caches."""
+    batch, sequence = input_ids.shape
+    cached = 0 if inference is None else inference.length
+    key_padding = _key_padding(attention_mask, batch, cached + sequence)
+    if position_ids is None:
+        position_ids = _default_positions(attention_mask, batch, sequence, cached, input_ids.device)
+    return LayerContext.for_positions(position_ids, attention_mask=key_padding, inference=inference)
 
 
 def _key_padding(attention_mask: Tensor | None, batch: int, length: int) -> Tensor | None:
