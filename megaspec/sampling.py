@@ -67,7 +67,7 @@ def next_token(
     ``temperature == 0`` is greedy: the argmax (the first one on ties), whatever ``top_k`` and
     ``top_p`` say. Otherwise logits are divided by ``temperature``, restricted to the ``top_k``
     largest and then to the ``top_p`` nucleus when given, and sampled with ``generator``. With
-    ``top_k=1`` sampling is greedy.
+    ``top_k=1`` sampling is greedy (unless the largest logits tie exactly).
 
     Raises:
         ValueError: for bad settings (:func:`check_sampling`).
