@@ -41,7 +41,10 @@ MODELS = {
 def build_model(
     name: str, groups: ParallelGroups | None = None, *, sequence_parallel: bool = False
 ) -> GPTModel:
-    """A 3-layer Llama-style model; init_std 0.1: logits of a few units, so every weight matters."""
+    """A 3-layer Llama-style model; init_std 0.1: logits of a few units, so every weight matters.
+
+    Built on the current default device (``with torch.device(...)``).
+    """
     attention, qk_norm = MODELS[name]
     config = TransformerConfig(
         hidden_size=64, num_layers=3, init_std=0.1, sequence_parallel=sequence_parallel
@@ -54,18 +57,21 @@ def build_model(
     return model.eval()
 
 
-def prompts_and_continuations() -> tuple[list[Tensor], Tensor]:
+def prompts_and_continuations(
+    device: torch.device = torch.device("cpu"),
+) -> tuple[list[Tensor], Tensor]:
     generator = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, VOCAB, (length,), generator=generator) for length in PROMPT_LENGTHS]
     continuations = torch.randint(0, VOCAB, (len(prompts), NEW_TOKENS), generator=generator)
-    return prompts, continuations
+    return [prompt.to(device) for prompt in prompts], continuations.to(device)
 
 
 def left_padded(prompts: list[Tensor]) -> tuple[Tensor, Tensor]:
     """``[batch, longest]`` tokens (padding 0) and the mask, 1 for real tokens."""
     longest = max(len(prompt) for prompt in prompts)
-    tokens = torch.zeros(len(prompts), longest, dtype=torch.long)
-    mask = torch.zeros(len(prompts), longest, dtype=torch.long)
+    device = prompts[0].device
+    tokens = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)
     for row, prompt in enumerate(prompts):
         tokens[row, longest - len(prompt) :] = prompt
         mask[row, longest - len(prompt) :] = 1
@@ -83,7 +89,7 @@ def incremental_logits(model: GPTModel, prompts: list[Tensor], continuations: Te
     state = InferenceState(max_length=tokens.shape[1] + NEW_TOKENS)
     logits = [model(tokens, attention_mask=mask, inference=state)[:, -1]]
     for step in range(NEW_TOKENS):
-        mask = torch.cat((mask, torch.ones(len(prompts), 1, dtype=torch.long)), dim=1)
+        mask = torch.cat((mask, torch.ones_like(mask[:, :1])), dim=1)
         logits.append(model(continuations[:, step : step + 1], attention_mask=mask, inference=state)[:, -1])
     assert state.length == tokens.shape[1] + NEW_TOKENS
     return torch.stack(logits, dim=1)
@@ -98,7 +104,7 @@ def logits_alone(model: GPTModel, prompt: Tensor, continuation: Tensor) -> Tenso
 
 
 def assert_each_row_matches_alone(model: GPTModel, incremental: Tensor) -> None:
-    prompts, continuations = prompts_and_continuations()
+    prompts, continuations = prompts_and_continuations(incremental.device)
     for row, prompt in enumerate(prompts):
         expected = logits_alone(model, prompt, continuations[row])
         torch.testing.assert_close(incremental[row], expected, rtol=0, atol=1e-5, msg=f"row {row}")
@@ -112,6 +118,17 @@ def test_incremental_logits_of_padded_prompts_match_each_prompt_alone(name: str)
     assert incremental.shape == (len(prompts), 1 + NEW_TOKENS, VOCAB)
     assert incremental.abs().max() > 1  # the weights are large enough to matter
     assert_each_row_matches_alone(model, incremental)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_incremental_logits_on_cuda_match_each_prompt_alone() -> None:
+    # SDPA's CUDA kernels with an explicit mask; fp32 means fp32 (no TF32).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    device = torch.device("cuda", torch.cuda.current_device())
+    with torch.device(device):
+        model = build_model("gqa_full_rotary_qk_norm")
+    prompts, continuations = prompts_and_continuations(device)
+    assert_each_row_matches_alone(model, incremental_logits(model, prompts, continuations))
 
 
 def test_unpadded_batch_decodes_without_a_mask() -> None:
