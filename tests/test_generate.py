@@ -95,17 +95,17 @@ def test_a_tensor_with_an_attention_mask_is_the_same_batch_as_a_list() -> None:
 def test_cached_sampling_draws_the_tokens_of_recomputation() -> None:
     # The same seeded generator draws once per step for the whole batch in both paths.
     model = llama_model()
-    settings = {"temperature": 0.8, "top_k": 50, "top_p": 0.9}
-    cached, recomputed = (
-        generate(model, prompts(), max_new_tokens=10, use_cache=use_cache,
-                 generator=torch.Generator().manual_seed(3), **settings)  # type: ignore[arg-type]
-        for use_cache in (True, False)
-    )  # fmt: skip
-    assert torch.equal(cached, recomputed)
-    again = generate(model, prompts(), max_new_tokens=10, generator=torch.Generator().manual_seed(3), **settings)  # type: ignore[arg-type]
-    assert torch.equal(again, cached)
-    other = generate(model, prompts(), max_new_tokens=10, generator=torch.Generator().manual_seed(4), **settings)  # type: ignore[arg-type]
-    assert not torch.equal(other, cached)
+
+    def sample(seed: int, use_cache: bool = True) -> Tensor:
+        return generate(
+            model, prompts(), max_new_tokens=10, temperature=0.8, top_k=50, top_p=0.9,
+            generator=torch.Generator().manual_seed(seed), use_cache=use_cache,
+        )  # fmt: skip
+
+    cached = sample(3)
+    assert torch.equal(cached, sample(3, use_cache=False))
+    assert torch.equal(cached, sample(3))
+    assert not torch.equal(cached, sample(4))
 
 
 def test_greedy_generation_gives_transformers_tokens_for_left_padded_prompts() -> None:
