@@ -19,6 +19,7 @@ from megaspec.builders import (
     RowLinearBuilder,
 )
 from megaspec.context import LayerContext
+from megaspec.inference import supports_inference_cache
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import ParallelGroups, normal_init, ones_init, scaled_normal_init
 from megaspec.rotary import query_key_rotation, rotary_dim
@@ -31,7 +32,14 @@ class DotProductAttention(nn.Module):
 
     Fits :class:`~megaspec.builders.CoreAttentionBuilder` directly. Grouped-query attention
     uses SDPA's ``enable_gqa``, so keys and values are never copied per query head.
+
+    Queries may be the last ``q`` of ``k`` keys (incremental decoding: keys from a cache), and
+    ``context.attention_mask`` may mark padded keys; then it attends through an explicit mask
+    (:func:`visible_keys`). A plain forward (no padding, as many queries as keys) keeps SDPA's
+    ``is_causal`` path. It declares ``supports_inference_cache``.
     """
+
+    supports_inference_cache = True
 
     def __init__(
         self,
@@ -46,9 +54,58 @@ class DotProductAttention(nn.Module):
         self.grouped = attention.query_groups != attention.num_heads
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *, context: LayerContext) -> Tensor:
+        query_length, key_length = query.shape[2], key.shape[2]
+        padding = context.attention_mask
+        if padding is None and query_length == key_length:
+            return F.scaled_dot_product_attention(
+                query, key, value, is_causal=self.causal, enable_gqa=self.grouped
+            )
+        if padding is None and (query_length == 1 or not self.causal):
+            # One new token sees every cached key; nothing to mask.
+            return F.scaled_dot_product_attention(query, key, value, enable_gqa=self.grouped)
+        mask = visible_keys(query_length, key_length, padding, causal=self.causal, device=query.device)
         return F.scaled_dot_product_attention(
-            query, key, value, is_causal=self.causal, enable_gqa=self.grouped
+            query, key, value, attn_mask=mask, enable_gqa=self.grouped
         )
+
+
+def visible_keys(
+    query_length: int,
+    key_length: int,
+    key_padding: Tensor | None,
+    *,
+    causal: bool,
+    device: torch.device,
+) -> Tensor:
+    """Which keys each query may attend to: bool ``[batch or 1, 1, query_length, key_length]``.
+
+    The queries are the last ``query_length`` of ``key_length`` positions (the first ones are
+    cached), so query ``i`` sits at position ``key_length - query_length + i``. A causal query
+    sees the keys up to its own position; ``key_padding`` (``[batch, key_length]``, ``True``
+    for real tokens) hides padded keys. Every query also sees its own key, so that a padded
+    query (which has no real key before it) gets a finite output on every SDPA backend; no
+    real token ever reads it.
+
+    Raises:
+        ValueError: if ``key_padding`` does not have ``key_length`` columns, or there are more
+            queries than keys.
+    """
+    if query_length > key_length:
+        raise ValueError(f"visible_keys: {query_length} queries but only {key_length} keys")
+    if key_padding is not None and key_padding.shape[-1] != key_length:
+        raise ValueError(
+            f"visible_keys: the attention mask covers {key_padding.shape[-1]} tokens, but there "
+            f"are {key_length} keys (cached + this call's)"
+        )
+    query_positions = torch.arange(key_length - query_length, key_length, device=device)
+    key_positions = torch.arange(key_length, device=device)
+    own = key_positions == query_positions[:, None]  # [q, k]
+    visible = key_positions <= query_positions[:, None] if causal else torch.ones_like(own)
+    if key_padding is not None:
+        visible = visible & key_padding.to(torch.bool)[:, None, None, :]  # [b, 1, q, k]
+    else:
+        visible = visible[None, None]
+    return visible | own
 
 
 @dataclass(frozen=True)
@@ -89,6 +146,7 @@ class SelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         owner = f"SelfAttention (layer {layer_index})"
+        self.layer_index = layer_index
         tp = groups.tensor_size
         try:
             attention.check_model(config.hidden_size, tp)
@@ -187,6 +245,15 @@ class SelfAttention(nn.Module):
                 )
             )
 
+    @property
+    def supports_inference_cache(self) -> bool:
+        """Whether it may decode from a key/value cache: if its core attention declares it.
+
+        A core attention that does declare it handles fewer queries than keys and
+        ``context.attention_mask`` (see :class:`DotProductAttention`).
+        """
+        return supports_inference_cache(self.core_attention)
+
     @classmethod
     def as_mixer_submodule(
         cls, attention: AttentionConfig, submodules: SelfAttentionSubmodules
@@ -225,11 +292,10 @@ class SelfAttention(nn.Module):
             )
             query, key = self.rotate_query_key(query, key, cos, sin)
         # [s, b, n, d] -> [b, n, s, d] for the attention kernel, and back.
-        attended = self.core_attention(
-            query.permute(1, 2, 0, 3),
-            key.permute(1, 2, 0, 3),
-            value.permute(1, 2, 0, 3),
-            context=context,
-        )
+        query, key, value = (part.permute(1, 2, 0, 3) for part in (query, key, value))
+        if context.inference is not None:
+            # Keys are cached after RoPE: a cached key never needs its position again.
+            key, value = context.inference.update_key_value(self.layer_index, key, value)
+        attended = self.core_attention(query, key, value, context=context)
         attended = attended.permute(2, 0, 1, 3).reshape(sequence, batch, self.local_heads * self.head_dim)
         return self.linear_proj(attended)

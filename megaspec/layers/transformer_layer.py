@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from megaspec.builders import LayerSpec, MixerBuilder, MlpBuilder, Norm, NormBuilder
 from megaspec.context import LayerContext
+from megaspec.inference import supports_inference_cache
 from megaspec.layers.slots import (
     building_slot,
     checked_output,
@@ -117,6 +118,15 @@ class TransformerLayer(nn.Module):
         self, builder: NormBuilder | None, slot: str, config: TransformerConfig, groups: ParallelGroups
     ) -> Norm | None:
         return None if builder is None else self._build_norm(builder, slot, config, groups)
+
+    @property
+    def supports_inference_cache(self) -> bool:
+        """Whether generation may keep a cache for this layer: what its mixer declares.
+
+        The norms and the MLP are position-wise and need no cache (see
+        :mod:`megaspec.inference`).
+        """
+        return supports_inference_cache(self.mixer)
 
     @classmethod
     def as_layer_submodule(cls, submodules: TransformerLayerSubmodules) -> LayerSpec:

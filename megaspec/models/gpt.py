@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from megaspec.builders import ColumnLinear, ColumnLinearBuilder, EmbeddingBuilder, NormBuilder
 from megaspec.context import LayerContext
+from megaspec.inference import InferenceState
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import (
@@ -126,13 +127,22 @@ class GPTModel(nn.Module):
         input_ids: Tensor,
         position_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
+        inference: InferenceState | None = None,
     ) -> Tensor:
         """Logits, or per-token losses when ``labels`` are given.
 
         Args:
             input_ids: ``[batch, sequence]`` token ids.
-            position_ids: ``[batch, sequence]`` positions; default ``0 .. sequence - 1``.
+            position_ids: ``[batch, sequence]``; by default counted on from the cached tokens,
+                or with an ``attention_mask`` from each row's first real token, as
+                transformers does (``cumsum(mask) - 1``, 0 on padding).
             labels: ``[batch, sequence]`` target ids (already shifted); ``-100`` is ignored.
+            attention_mask: ``[batch, cached + sequence]``, 1 for real tokens and 0 for
+                padding (on the left), as in transformers; ``None``: no padding.
+            inference: caches of an incremental decoding (:mod:`megaspec.inference`):
+                ``input_ids`` follow its ``length`` cached tokens, and the call advances it.
 
         Returns:
             ``[batch, sequence, vocab_size]`` logits (gathered over tensor-parallel ranks,
@@ -141,19 +151,15 @@ class GPTModel(nn.Module):
 
         Raises:
             ValueError: under sequence parallelism, if the sequence length is not divisible
-                by the tensor-parallel size.
+                by the tensor-parallel size, or with ``inference`` (a decode step of one token
+                cannot be split over ranks); if ``attention_mask`` has the wrong shape.
         """
-        batch, sequence = input_ids.shape
-        tp = self.groups.tensor_size
-        if self.config.sequence_parallel and sequence % tp != 0:
-            raise ValueError(
-                f"GPTModel: sequence length {sequence} is not divisible by the tensor-parallel "
-                f"size {tp}, which sequence parallelism needs"
-            )
-        if position_ids is None:
-            position_ids = torch.arange(sequence, device=input_ids.device).expand(batch, sequence)
+        self._check_sequence_split(input_ids.shape[1], inference)
+        context = _layer_context(input_ids, position_ids, attention_mask, inference)
         hidden = self.embedding(input_ids.t())  # [s, b, h] ([s / tp, b, h] when SP)
-        hidden = self.blocks(hidden, context=LayerContext.for_positions(position_ids))
+        hidden = self.blocks(hidden, context=context)
+        if inference is not None:
+            inference.advance(input_ids.shape[1])
         hidden = self.final_norm(hidden)
         logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
         if labels is not None:
@@ -163,6 +169,22 @@ class GPTModel(nn.Module):
             return losses.t()
         full = gather_from_tensor_parallel_region(logits, self.groups.tensor)
         return full[..., : self.vocab_size].transpose(0, 1)
+
+    def _check_sequence_split(self, sequence: int, inference: InferenceState | None) -> None:
+        tp = self.groups.tensor_size
+        if not self.config.sequence_parallel or tp == 1:
+            return
+        if inference is not None:
+            raise ValueError(
+                f"GPTModel: incremental decoding does not run under sequence parallelism: a "
+                f"decode step of one token cannot be split over {tp} tensor-parallel ranks; "
+                f"build the model with sequence_parallel=False to generate"
+            )
+        if sequence % tp != 0:
+            raise ValueError(
+                f"GPTModel: sequence length {sequence} is not divisible by the tensor-parallel "
+                f"size {tp}, which sequence parallelism needs"
+            )
 
     def _output_logits(self, hidden: Tensor) -> Tensor:
         if self.output_layer is not None:
@@ -193,6 +215,55 @@ class GPTModel(nn.Module):
                 f"{VOCAB_PADDING_MULTIPLE}); padded entries are excluded from logits and loss"
             )
         return "\n".join(lines)
+
+
+def _layer_context(
+    input_ids: Tensor,
+    position_ids: Tensor | None,
+    attention_mask: Tensor | None,
+    inference: InferenceState | None,
+) -> LayerContext:
+    """The context of one call: positions (default or given), padding mask, caches."""
+    batch, sequence = input_ids.shape
+    cached = 0 if inference is None else inference.length
+    key_padding = _key_padding(attention_mask, batch, cached + sequence)
+    if position_ids is None:
+        position_ids = _default_positions(attention_mask, batch, sequence, cached, input_ids.device)
+    return LayerContext.for_positions(position_ids, attention_mask=key_padding, inference=inference)
+
+
+def _key_padding(attention_mask: Tensor | None, batch: int, length: int) -> Tensor | None:
+    """``attention_mask`` as bool, or ``None`` when it is absent or pads nothing.
+
+    Raises:
+        ValueError: if it is not ``[batch, length]`` (cached + this call's tokens).
+    """
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != (batch, length):
+        raise ValueError(
+            f"GPTModel: attention_mask must be [batch, cached + sequence] = [{batch}, {length}], "
+            f"got {list(attention_mask.shape)}"
+        )
+    real = attention_mask.to(torch.bool)
+    # Without padding the attention keeps its fastest (is_causal) path.
+    return None if bool(real.all()) else real
+
+
+def _default_positions(
+    attention_mask: Tensor | None, batch: int, sequence: int, cached: int, device: torch.device
+) -> Tensor:
+    """``[batch, sequence]`` positions of this call's tokens, after ``cached`` tokens.
+
+    With a mask, as transformers' ``generate`` counts them: each row from 0 at its first real
+    token (``cumsum(mask) - 1``), padding at 0; RoPE then sees a left-padded prompt exactly as
+    the same prompt alone.
+    """
+    if attention_mask is None:
+        return torch.arange(cached, cached + sequence, device=device).expand(batch, sequence)
+    mask = attention_mask.long()
+    positions = (mask.cumsum(dim=-1) - 1).masked_fill(mask == 0, 0)
+    return positions[:, -sequence:]
 
 
 def _describe_layers(layers: nn.ModuleList) -> list[str]:

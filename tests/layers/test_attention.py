@@ -1,4 +1,5 @@
-"""SelfAttention in a Llama layer, against the float64 reference of tests/helpers, and the
+"""SelfAttention in a Llama layer, against the float64 reference of tests/helpers; decoding
+from its key/value cache and with left-padded rows, against its own full forward; and the
 errors it raises for head sizes and rotary fractions it cannot build."""
 
 from __future__ import annotations
@@ -8,11 +9,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from megaspec.backends import torch as torch_backend
 from megaspec.context import LayerContext
-from megaspec.layers import BlockSequenceSpec, TransformerLayer
+from megaspec.inference import InferenceState, supports_inference_cache
+from megaspec.layers import BlockSequenceSpec, SelfAttention, TransformerLayer
+from megaspec.layers.attention import visible_keys
+from megaspec.parallel import ParallelGroups
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 from tests.helpers.layers import HIDDEN, SINGLE, build_gpt, build_layer
 from tests.helpers.reference_llama import randomise, reference_llama_layer
@@ -130,3 +135,114 @@ def test_rotary_fraction_rotating_nothing_is_an_error() -> None:
         "SelfAttention (layer 0): rotary_fraction: 0.1 of head_dim 8 rotates no dimension; "
         "use 0 to disable RoPE"
     )
+
+
+# --- incremental decoding: keys and values from a cache, padded keys masked ------------------
+
+
+@pytest.mark.parametrize("case", list(LLAMA_CASES))
+def test_cached_decoding_matches_the_full_forward(case: str) -> None:
+    # A prefill of 3 tokens, two single tokens, then a chunk of 2: every call attends over
+    # the cached keys (stored after RoPE) and its own, with the causal offset of the cache.
+    attention, qk_norm = LLAMA_CASES[case]
+    layer, hidden, positions, _ = llama_layer_and_input(attention, qk_norm)
+    full = layer(hidden, context=LayerContext.for_positions(positions))
+    state = InferenceState(max_length=7)
+    outputs = []
+    for start, end in ((0, 3), (3, 4), (4, 5), (5, 7)):
+        context = LayerContext.for_positions(positions[:, start:end], inference=state)
+        outputs.append(layer(hidden[start:end], context=context))
+        state.advance(end - start)
+    torch.testing.assert_close(torch.cat(outputs), full, rtol=0, atol=1e-5)
+    head_dim = attention.resolved_head_dim(HIDDEN)
+    cache = state.key_value_caches[1]  # keyed by the layer's index
+    assert cache.keys.shape == (2, attention.query_groups, 7, head_dim)
+
+
+def padded_row_case() -> tuple[TransformerLayer, Tensor, Tensor, Tensor, Tensor]:
+    """Row 0: 7 real tokens; row 1: 3 padding positions (garbage hidden states), then 4."""
+    layer, hidden, _, _ = llama_layer_and_input(*LLAMA_CASES["gqa_rotary_qk_norm_bias"])
+    real = torch.ones(2, 7, dtype=torch.bool)
+    real[1, :3] = False
+    hidden = hidden.clone()
+    hidden[:3, 1] = 100 * torch.randn(3, HIDDEN)
+    # Positions as GPTModel counts them: from 0 at a row's first real token, padding at 0.
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 1, 2, 3]])
+    alone = layer(hidden[3:, 1:], context=LayerContext.for_positions(torch.arange(4)[None]))
+    return layer, hidden, real, positions, alone
+
+
+def test_padded_keys_are_hidden_from_real_tokens() -> None:
+    layer, hidden, real, positions, alone = padded_row_case()
+    context = LayerContext.for_positions(positions, attention_mask=real)
+    output = layer(hidden, context=context)
+    torch.testing.assert_close(output[3:, 1:], alone, rtol=0, atol=1e-5)
+    unpadded = layer(hidden[:, :1], context=LayerContext.for_positions(positions[:1]))
+    torch.testing.assert_close(output[:, :1], unpadded, rtol=0, atol=1e-5)
+    assert torch.isfinite(output).all()  # padded queries see their own key only
+
+
+def test_padded_rows_decode_from_the_cache_as_alone() -> None:
+    layer, hidden, real, positions, alone = padded_row_case()
+    state = InferenceState(max_length=7)
+    outputs = []
+    for start, end in ((0, 5), (5, 6), (6, 7)):
+        context = LayerContext.for_positions(
+            positions[:, start:end], attention_mask=real[:, :end], inference=state
+        )
+        outputs.append(layer(hidden[start:end], context=context))
+        state.advance(end - start)
+    torch.testing.assert_close(torch.cat(outputs)[3:, 1:], alone, rtol=0, atol=1e-5)
+
+
+def test_visible_keys_with_a_cache_and_padding() -> None:
+    # Two queries after three cached keys; row 1's first two keys are padding.
+    padding = torch.tensor([[True] * 5, [False, False, True, True, True]])
+    visible = visible_keys(2, 5, padding, causal=True, device=torch.device("cpu"))
+    assert visible.shape == (2, 1, 2, 5)
+    assert visible[0, 0].tolist() == [[True, True, True, True, False], [True] * 5]
+    assert visible[1, 0].tolist() == [
+        [False, False, True, True, False],
+        [False, False, True, True, True],
+    ]
+    # A padded query sees its own key, so its softmax is never empty.
+    own = visible_keys(2, 2, torch.tensor([[False, True]]), causal=True, device=torch.device("cpu"))
+    assert own[0, 0].tolist() == [[True, False], [False, True]]
+    full = visible_keys(1, 3, None, causal=False, device=torch.device("cpu"))
+    assert full.tolist() == [[[[True, True, True]]]]
+
+
+def test_visible_keys_errors() -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="the attention mask covers 4 tokens, but there are 5 keys"):
+        visible_keys(1, 5, torch.ones(1, 4, dtype=torch.bool), causal=True, device=cpu)
+    with pytest.raises(ValueError, match="3 queries but only 2 keys"):
+        visible_keys(3, 2, None, causal=True, device=cpu)
+
+
+class UnmaskedCoreAttention(nn.Module):
+    """Causal SDPA that ignores the context: right for a plain forward, wrong for a cache."""
+
+    def __init__(
+        self, *, config: TransformerConfig, attention: AttentionConfig, groups: ParallelGroups,
+        layer_index: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, context: LayerContext) -> Tensor:
+        return F.scaled_dot_product_attention(query, key, value, is_causal=True)
+
+
+def test_cache_support_is_the_core_attentions_declaration() -> None:
+    attention = AttentionConfig(num_heads=4)
+    standard = build_layer(torch_backend.llama_layer_submodules(attention, MLP_CONFIG))
+    assert supports_inference_cache(standard) and supports_inference_cache(standard.mixer)
+    custom = replace(
+        torch_backend.llama_layer_submodules(attention, MLP_CONFIG),
+        mixer=SelfAttention.as_mixer_submodule(
+            attention,
+            replace(torch_backend.attention_submodules(), core_attention=UnmaskedCoreAttention),
+        ),
+    )
+    layer = build_layer(custom)
+    assert not supports_inference_cache(layer.mixer) and not supports_inference_cache(layer)
