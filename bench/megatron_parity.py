@@ -18,21 +18,19 @@ In both directions, each library computes logits in fp32 and in bf16 on the same
 
 Tolerances (``max |difference|`` over the real vocabulary's logits):
 
-* fp32: ``1e-3 x max(1, max |logit|)``. Both compute the same function on the same weights,
-  with TF32 off in every library (``NVIDIA_TF32_OVERRIDE=0`` before CUDA starts); only the order
-  of summation differs, some 1e-6 relative. A wrong layout moves logits by their own size.
+* fp32: ``1e-3 x max(1, max |logit|)``: the same function on the same weights with TF32 off
+  (``NVIDIA_TF32_OVERRIDE=0``) differs only in summation order; a wrong layout moves logits by
+  their own size.
 * bf16: ``3 x e`` with ``e = max |Megatron bf16 - Megatron fp32|``, Megatron's own bf16 rounding
   on these weights and this batch. If megaspec's bf16 is as accurate as Megatron's, the triangle
   inequality bounds their difference by ``2 e`` plus the fp32 difference; the third ``e`` leaves
   room for rounding at other places (RoPE tables, TE's fused norms). megaspec's own bf16 error is
   reported beside it.
 
-Usage (on the device machine, see bench/README.md: ``bash bench/gpu_setup.sh parity``)::
-
-    python3 bench/megatron_parity.py --json parity.json [--models llama,gpt]
-        [--specs local,transformer_engine] [--fused]
-
-Exit status: 0 all passed, 1 a case failed or raised, 77 Megatron-core / TE / CUDA missing.
+Usage (device machine: ``bash bench/gpu_setup.sh parity``, see bench/README.md):
+``python3 bench/megatron_parity.py --json parity.json [--models llama,gpt] [--specs
+local,transformer_engine] [--fused]``. Exit status: 0 all passed, 1 a case failed or raised,
+77 Megatron-core / TE / CUDA missing.
 """
 
 from __future__ import annotations
@@ -386,18 +384,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_record(path: str, status: str, cases: list[dict[str, Any]], fused: bool) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    record = {
-        "format": FORMAT,
-        "status": status,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": environment.command_line(),
-        "machine": environment.machine(device),
-        "versions": environment.versions(),
-        "batch": [BATCH, SEQUENCE],
-        "fused": fused,
-        "models": {name: repr(arguments) for name, arguments in MODELS.items()},
-        "cases": cases,
-    }
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = {"format": FORMAT, "status": status, "date": date, "command": environment.command_line(),
+              "machine": environment.machine(device), "versions": environment.versions(),
+              "batch": [BATCH, SEQUENCE], "fused": fused, "cases": cases,
+              "models": {name: repr(arguments) for name, arguments in MODELS.items()}}  # fmt: skip
     with open(path, "w") as file:
         json.dump(record, file, indent=2)
     print(f"wrote {path}")

@@ -108,14 +108,19 @@ def test_cached_sampling_draws_the_tokens_of_recomputation() -> None:
     assert not torch.equal(cached, sample(4))
 
 
-def test_greedy_generation_gives_transformers_tokens_for_left_padded_prompts() -> None:
+@pytest.mark.parametrize("family", ["llama3", "llama_tied", "mistral", "qwen2", "qwen3"])
+def test_greedy_generation_from_an_imported_model_gives_transformers_tokens(family: str) -> None:
+    # Imported with megaspec.from_pretrained: 64 greedy tokens of a left-padded batch equal
+    # transformers' generate exactly, rows ending at the model's end-of-sequence token too.
     pytest.importorskip("transformers")
-    from tests.helpers.hf_llama import VOCAB, hf_llama, megaspec_copy
+    from megaspec import from_pretrained
+    from tests.helpers.hf_models import VOCAB, tiny_model
 
-    hf = hf_llama(seed=0)
-    model = megaspec_copy(hf)
+    hf = tiny_model(family)
+    model = from_pretrained(hf).model
     batch = prompts(VOCAB, lengths=(5, 11, 2))
-    ours = generate(model, batch, max_new_tokens=64, temperature=0.0)
+    eos = hf.generation_config.eos_token_id
+    ours = generate(model, batch, max_new_tokens=64, temperature=0.0, eos_token_id=eos)
     tokens, mask = ours[:, :11], (ours[:, :11] != 0).long()
     theirs = hf.generate(
         input_ids=tokens, attention_mask=mask, max_new_tokens=64, do_sample=False,

@@ -2,7 +2,9 @@
 
 * ``megaspec train``: train a small Llama-style byte-level model on the bundled text (about
   two minutes on two CPU cores with the defaults), save it and print a generated sample;
-* ``megaspec inspect``: what a config builds, without building its weights.
+* ``megaspec inspect``: what a config builds, without building its weights;
+* ``megaspec convert``: a model between megaspec, Hugging Face and Megatron-core formats;
+* ``megaspec generate``: continue prompts with a megaspec or Hugging Face model.
 
 ``megaspec`` alone prints help; ``python -m megaspec`` is the same command.
 """

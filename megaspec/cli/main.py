@@ -6,6 +6,8 @@ import argparse
 import sys
 from importlib import metadata
 
+from megaspec.cli import convert as convert_command
+from megaspec.cli import generate as generate_command
 from megaspec.cli import inspect as inspect_command
 from megaspec.cli import train as train_command
 from megaspec.cli.run_config import run_from_arguments
@@ -42,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
             description=inspect_command.DESCRIPTION,
         )
     )
+    convert_command.add_convert_arguments(
+        commands.add_parser(
+            "convert",
+            help="convert a model between megaspec, Hugging Face and Megatron-core formats",
+            description=convert_command.DESCRIPTION,
+        )
+    )
+    generate_command.add_generate_arguments(
+        commands.add_parser(
+            "generate",
+            help="continue prompts with a megaspec or Hugging Face model",
+            description=generate_command.DESCRIPTION,
+        )
+    )
     return parser
 
 
@@ -72,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return train_command.run_train(arguments)
     if arguments.command == "inspect":
         return inspect_command.run_inspect(arguments)
+    if arguments.command == "convert":
+        return convert_command.run_convert(arguments)
+    if arguments.command == "generate":
+        return generate_command.run_generate(arguments)
     build_parser().print_help()
     return 0
 
