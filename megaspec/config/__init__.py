@@ -8,6 +8,7 @@ configs of :mod:`megaspec.transformer_config` (one definition of each setting an
 the config machinery itself lives in :mod:`megaspec.schema`.
 """
 
+from megaspec.config.adapters import AdapterConfig, IA3Config, LoraConfig
 from megaspec.config.blocks import (
     BlockConfig,
     BlockSequenceConfig,
@@ -58,6 +59,9 @@ from megaspec.schema import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "AdapterConfig",
+    "IA3Config",
+    "LoraConfig",
     "AttentionMixerConfig",
     "BlockConfig",
     "BlockSequenceConfig",

@@ -176,9 +176,21 @@ class RowParallelLinear(nn.Module):
         )
 
     def forward(self, hidden: Tensor) -> Tensor:
+        return self.reduce_partial(self.partial_output(hidden))
+
+    def partial_output(self, hidden: Tensor) -> Tensor:
+        """This rank's unreduced term ``x_r W_r^T``: ``[s, b, output_size]`` (no bias).
+
+        With :meth:`reduce_partial`, what ``forward`` does in two steps, so that an adapter
+        can add its own partial term before the one reduction (see :mod:`megaspec.peft`).
+        """
         if not self.input_is_parallel:
             hidden = scatter_to_tensor_parallel_region(hidden, self.groups.tensor)
-        partial = F.linear(hidden, self.weight)
+        return F.linear(hidden, self.weight)
+
+    def reduce_partial(self, partial: Tensor) -> Tensor:
+        """Sum ``partial`` over ranks (all-reduce, or reduce-scatter of the sequence under
+        sequence parallelism) and add the bias."""
         if self.sequence_parallel:
             output = reduce_scatter_to_sequence_parallel_region(partial, self.groups.tensor)
         else:
