@@ -11,6 +11,7 @@ padding) live in :mod:`megaspec.parallel.layouts` and :mod:`megaspec.parallel.sh
 Anything that cannot be carried over exactly raises :class:`CheckpointError`.
 """
 
+from megaspec.checkpoint.adapters import load_adapters, save_adapters
 from megaspec.checkpoint.errors import CheckpointError
 from megaspec.checkpoint.hf import HfCheckpoint, export_hf, open_hf_checkpoint
 from megaspec.checkpoint.hf_config import FAMILIES, LlamaArchitecture, model_data_from_hf
@@ -53,6 +54,7 @@ __all__ = [
     "from_pretrained",
     "hf_config_from_model",
     "llama_architecture",
+    "load_adapters",
     "load_from_megatron",
     "load_hf_weights",
     "load_megaspec_weights",
@@ -61,5 +63,6 @@ __all__ = [
     "model_data_from_hf",
     "model_to_megatron",
     "open_hf_checkpoint",
+    "save_adapters",
     "to_megatron",
 ]

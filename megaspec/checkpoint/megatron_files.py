@@ -18,9 +18,6 @@ plus the JSON (see :func:`arguments_to_json`); :func:`read_megatron` refuses any
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +29,7 @@ from torch import Tensor
 from megaspec.checkpoint.errors import CheckpointError
 from megaspec.checkpoint.megatron_config import MegatronArguments
 from megaspec.checkpoint.megatron_keys import MegatronSpec
+from megaspec.checkpoint.writing import StagedDirectory
 from megaspec.config import PathLike
 from megaspec.transformer_config import ACTIVATIONS
 
@@ -130,19 +128,14 @@ def write_megatron(
         CheckpointError: if ``directory`` exists and is not empty and ``overwrite`` is false.
     """
     target = Path(directory)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise CheckpointError(f"{target}: directory exists and is not empty; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = StagedDirectory(target, overwrite=overwrite)
     try:
-        (staging / ARGUMENTS_FILE).write_text(arguments_to_json(arguments, spec, len(state_dicts)))
+        (staging.path / ARGUMENTS_FILE).write_text(arguments_to_json(arguments, spec, len(state_dicts)))
         for rank, state_dict in enumerate(state_dicts):
             tensors = {key: value.contiguous() for key, value in state_dict.items() if value is not None}
-            safetensors.torch.save_file(tensors, str(staging / rank_file(rank)))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+            safetensors.torch.save_file(tensors, str(staging.path / rank_file(rank)))
+        staging.commit()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.discard()
         raise
     return target

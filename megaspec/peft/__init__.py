@@ -12,9 +12,15 @@ wrapper satisfies the base's slot Protocol, so a typed spec stays true.
     plain = merge_and_unload(model)      # the plain typed model, adapters folded in
 """
 
-from megaspec.peft.adapters import Adapter, IA3Adapter, LinearGeometry, LoraAdapter
 from megaspec.config.adapters import AdapterConfig, IA3Config, LoraConfig
-from megaspec.peft.layers import AdaptedColumnLinear, AdaptedLinear, AdaptedRowLinear, adapted
+from megaspec.peft.adapters import Adapter, IA3Adapter, LinearGeometry, LoraAdapter
+from megaspec.peft.layers import (
+    AdaptedColumnLinear,
+    AdaptedLinear,
+    AdaptedRowLinear,
+    adapted,
+    linear_geometry,
+)
 from megaspec.peft.merging import (
     adapter_parameters,
     delete_adapter,
@@ -30,6 +36,9 @@ from megaspec.peft.model import (
     adapter_names,
     adapters_disabled,
     add_adapter,
+    add_adapter_to_linears,
+    check_adapter_names,
+    model_groups,
     set_active_adapters,
     slot_linears,
     target_linears,
@@ -49,13 +58,17 @@ __all__ = [
     "active_adapters",
     "adapted",
     "adapted_linears",
+    "linear_geometry",
     "adapter_names",
     "adapter_parameters",
     "adapters_disabled",
     "add_adapter",
+    "add_adapter_to_linears",
+    "check_adapter_names",
     "delete_adapter",
     "merge",
     "merge_and_unload",
+    "model_groups",
     "set_active_adapters",
     "slot_linears",
     "target_linears",

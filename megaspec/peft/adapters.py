@@ -88,10 +88,14 @@ class LinearGeometry:
 
 
 class Adapter(nn.Module):
-    """One named adapter of one linear (subclasses: :class:`LoraAdapter`, :class:`IA3Adapter`)."""
+    """One named adapter of one linear (subclasses: :class:`LoraAdapter`, :class:`IA3Adapter`).
 
-    def __init__(self, geometry: LinearGeometry) -> None:
+    ``config`` is the config it was built from (saved with it).
+    """
+
+    def __init__(self, config: AdapterConfig, geometry: LinearGeometry) -> None:
         super().__init__()
+        self.config = config
         self.geometry = geometry
 
     def adapt_output(self, output: Tensor, hidden: Tensor) -> Tensor:
@@ -115,7 +119,7 @@ class LoraAdapter(Adapter):
     """``s B A x``: ``A`` is ``[rank, input]``, ``B`` ``[output, rank]`` (full shapes)."""
 
     def __init__(self, config: LoraConfig, geometry: LinearGeometry, base_weight: Tensor) -> None:
-        super().__init__(geometry)
+        super().__init__(config, geometry)
         self.rank = config.rank
         self.scale = config.scale
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
@@ -168,7 +172,7 @@ class IA3Adapter(Adapter):
     """(IA)^3: ``output * l`` on column bases, ``base(x * l)`` on row bases; ``l`` starts at 1."""
 
     def __init__(self, config: IA3Config, geometry: LinearGeometry, base_weight: Tensor) -> None:
-        super().__init__(geometry)
+        super().__init__(config, geometry)
         if geometry.gather_output:
             raise ValueError("(IA)^3 on a column-parallel linear with gather_output is not supported")
         size = geometry.output_size if geometry.kind == "column" else geometry.input_size

@@ -143,25 +143,39 @@ def add_adapter(model: nn.Module, config: AdapterConfig, *, activate: bool = Tru
         ValueError: for targets that match nothing, a name already used, a rank a layer does
             not allow, or a linear an adapter cannot wrap (nothing is changed then).
     """
+    targets = target_linears(model, config.targets)
+    add_adapter_to_linears(model, config, list(targets), activate=activate)
+    return list(targets)
+
+
+def add_adapter_to_linears(
+    model: nn.Module, config: AdapterConfig, slots: Sequence[str], *, activate: bool = True
+) -> None:
+    """Add adapter ``config.name`` to the slot linears named ``slots`` (exact names).
+
+    Raises:
+        ValueError: as :func:`add_adapter`; every check runs before anything changes.
+    """
     if config.name in adapter_names(model):
         raise ValueError(f"adapter {config.name!r} already exists; delete it first or choose another name")
-    targets = target_linears(model, config.targets)
-    for module in targets.values():  # check every rank limit before changing anything
-        geometry = linear_geometry(module, model_groups(model))
+    linears = slot_linears(model)
+    groups = model_groups(model)
+    for slot in slots:
+        if slot not in linears:
+            raise ValueError(f"{slot}: not a linear of a slot of this model")
+        geometry = linear_geometry(linears[slot], groups)
         rank = getattr(config, "rank", 0)
-        if rank > min(geometry.input_size, geometry.output_size):
-            linear_name = next(name for name, found in targets.items() if found is module)
+        largest = min(geometry.input_size, geometry.output_size)
+        if rank > largest:
             raise ValueError(
-                f"{linear_name}: LoRA rank {rank} is larger than this linear allows: min(input_size "
-                f"{geometry.input_size}, output_size {geometry.output_size}) = "
-                f"{min(geometry.input_size, geometry.output_size)}"
+                f"{slot}: LoRA rank {rank} is larger than this linear allows: min(input_size "
+                f"{geometry.input_size}, output_size {geometry.output_size}) = {largest}"
             )
-    for name in targets:
-        wrapper = _wrapper_for(model, name, config.type_name)
+    for slot in slots:
+        wrapper = _wrapper_for(model, slot, config.type_name)
         wrapper.add(config.name, config)
         if activate:
             wrapper.active = (*wrapper.active, config.name)
-    return list(targets)
 
 
 def adapted_linears(model: nn.Module) -> dict[str, list[AdaptedLinear]]:

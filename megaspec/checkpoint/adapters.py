@@ -1,0 +1,183 @@
+"""Adapters only, on disk: ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+``save_adapters`` writes the chosen adapters of a model, whatever their types (a mixed set of
+LoRA and (IA)^3 saves and loads like one type): their configs, the linears each one adapts
+with those linears' geometry, and their weights in full (TP=1) form, gathered from every
+tensor-parallel rank. ``load_adapters`` adds them to a model built from the same architecture
+at any tensor-parallel size, each rank reading only its shard; a file saved for another
+architecture is refused before anything changes. Base weights are never written or read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from megaspec.checkpoint.errors import CheckpointError
+from megaspec.checkpoint.writing import StagedDirectory
+from megaspec.config import AdapterConfig, PathLike, from_data, to_data
+from megaspec.parallel import gather_full, shard_index, sharding_of
+from megaspec.peft import (
+    AdaptedLinear,
+    adapted_linears,
+    adapter_names,
+    add_adapter_to_linears,
+    check_adapter_names,
+    linear_geometry,
+    model_groups,
+    slot_linears,
+)
+
+CONFIG_FILE: Final = "adapter_config.json"
+WEIGHTS_FILE: Final = "adapter_model.safetensors"
+FORMAT: Final = "megaspec-adapters/1"
+
+
+def _geometry_data(wrapper: AdaptedLinear) -> dict[str, Any]:
+    geometry = wrapper.geometry
+    return {"kind": geometry.kind, "input_size": geometry.input_size,
+            "output_size": geometry.output_size, "parts": geometry.parts}  # fmt: skip
+
+
+def _saved_adapters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The JSON document and the full tensors of adapters ``names`` (gathered on every rank)."""
+    groups = model_groups(model)
+    document: dict[str, Any] = {"format": FORMAT, "adapters": {}, "linears": {}}
+    tensors: dict[str, Tensor] = {}
+    for slot, wrappers in adapted_linears(model).items():
+        for wrapper in wrappers:
+            for name in names:
+                if name not in wrapper.adapters:
+                    continue
+                adapter = wrapper.adapter(name)
+                entry = document["adapters"].setdefault(
+                    name, {"config": to_data(adapter.config, explicit_only=False), "linears": []}
+                )
+                entry["linears"].append(slot)
+                document["linears"][slot] = _geometry_data(wrapper)
+                for key, parameter in adapter.named_parameters():
+                    full = gather_full(parameter, sharding_of(parameter), groups)
+                    tensors[f"{slot}.{name}.{key}"] = full.cpu().contiguous()
+    return document, tensors
+
+
+def save_adapters(
+    model: nn.Module, directory: PathLike, names: Sequence[str] | None = None, *, overwrite: bool = False
+) -> Path:
+    """Write adapters ``names`` (default: all) of ``model`` to ``directory``, atomically.
+
+    Under tensor parallelism every rank calls it (the shards are gathered) and rank 0 writes.
+
+    Raises:
+        ValueError: for a name no adapter of the model has (an adapter that is not attached).
+        CheckpointError: if ``directory`` exists and is not empty and ``overwrite`` is false.
+    """
+    chosen = list(adapter_names(model) if names is None else names)
+    if not chosen:
+        raise ValueError("the model has no adapters to save")
+    check_adapter_names(model, chosen, "save")
+    document, tensors = _saved_adapters(model, chosen)
+    target = Path(directory)
+    if model_groups(model).tensor_rank != 0:
+        return target
+    staging = StagedDirectory(target, overwrite=overwrite)
+    try:
+        (staging.path / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        safetensors.torch.save_file(tensors, str(staging.path / WEIGHTS_FILE))
+        staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+    return target
+
+
+def _read_document(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: {CONFIG_FILE} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable adapter config ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise CheckpointError(f"{path}: format: expected {FORMAT!r}, got {found!r}")
+    return document
+
+
+def _check_architecture(model: nn.Module, document: dict[str, Any], path: Path) -> None:
+    """Refuse adapters whose linears the model lacks or has with other sizes."""
+    linears = slot_linears(model)
+    groups = model_groups(model)
+    for slot, saved in document["linears"].items():
+        if slot not in linears:
+            raise CheckpointError(f"{path}: saved for another architecture: the model has no linear {slot}")
+        geometry = linear_geometry(linears[slot], groups)
+        found = {"kind": geometry.kind, "input_size": geometry.input_size,
+                 "output_size": geometry.output_size, "parts": geometry.parts}  # fmt: skip
+        if found != saved:
+            raise CheckpointError(
+                f"{path}: saved for another architecture: {slot} is {found} in the model, {saved} "
+                f"in the file"
+            )
+
+
+def load_adapters(model: nn.Module, directory: PathLike, *, activate: bool = True) -> list[str]:
+    """Add the adapters saved in ``directory`` to ``model``; returns their names.
+
+    Raises:
+        CheckpointError: for a missing, foreign or unreadable file, or adapters saved for
+            another architecture (before anything changes).
+        ValueError: for an adapter name the model already has.
+    """
+    directory = Path(directory)
+    document = _read_document(directory)
+    _check_architecture(model, document, directory / CONFIG_FILE)
+    existing = [name for name in document["adapters"] if name in adapter_names(model)]
+    if existing:
+        raise ValueError(f"the model already has adapter(s) {', '.join(existing)}; delete them first")
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
+    for name, entry in document["adapters"].items():
+        config = from_data(AdapterConfig, entry["config"], path=f"{CONFIG_FILE}: adapters.{name}.config")
+        add_adapter_to_linears(model, config, entry["linears"], activate=activate)
+    _read_weights(model, list(document["adapters"]), weights)
+    return list(document["adapters"])
+
+
+@torch.no_grad()
+def _read_weights(model: nn.Module, names: list[str], path: Path) -> None:
+    groups = model_groups(model)
+    with safetensors.safe_open(str(path), framework="pt") as file:
+        stored = set(file.keys())
+        for slot, wrappers in adapted_linears(model).items():
+            for wrapper in wrappers:
+                for name in names:
+                    if name not in wrapper.adapters:
+                        continue
+                    for key, parameter in wrapper.adapter(name).named_parameters():
+                        file_key = f"{slot}.{name}.{key}"
+                        if file_key not in stored:
+                            raise CheckpointError(f"{path}: tensor {file_key} is missing")
+                        parameter.copy_(_local_shard(file, file_key, parameter, groups))
+
+
+def _local_shard(file: Any, key: str, parameter: Tensor, groups: Any) -> Tensor:
+    sharding = sharding_of(parameter)
+    tensor_slice = file.get_slice(key)
+    shape = tuple(tensor_slice.get_shape())
+    if sharding is None or groups.tensor_size == 1:
+        full: Tensor = tensor_slice[:]
+        if full.shape != parameter.shape:
+            raise CheckpointError(f"{key}: shape {list(full.shape)} does not fit {list(parameter.shape)}")
+        return full
+    pieces = [tensor_slice[index] for index in shard_index(shape, sharding, groups.tensor_rank, groups.tensor_size)]
+    return torch.cat(pieces, dim=sharding.dim)
