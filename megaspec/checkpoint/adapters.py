@@ -30,6 +30,7 @@ from megaspec.peft import (
     adapter_names,
     add_adapter_to_linears,
     check_adapter_names,
+    delete_adapter,
     linear_geometry,
     model_groups,
     slot_linears,
@@ -146,11 +147,21 @@ def load_adapters(model: nn.Module, directory: PathLike, *, activate: bool = Tru
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
-    for name, entry in document["adapters"].items():
-        config = from_data(AdapterConfig, entry["config"], path=f"{CONFIG_FILE}: adapters.{name}.config")
-        add_adapter_to_linears(model, config, entry["linears"], activate=activate)
-    _read_weights(model, list(document["adapters"]), weights)
-    return list(document["adapters"])
+    configs = {
+        name: from_data(AdapterConfig, entry["config"], path=f"{CONFIG_FILE}: adapters.{name}.config")
+        for name, entry in document["adapters"].items()
+    }
+    added: list[str] = []
+    try:
+        for name, config in configs.items():
+            add_adapter_to_linears(model, config, document["adapters"][name]["linears"], activate=activate)
+            added.append(name)
+        _read_weights(model, added, weights)
+    except BaseException:
+        for name in added:  # leave the model as it was
+            delete_adapter(model, name)
+        raise
+    return added
 
 
 @torch.no_grad()
