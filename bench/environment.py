@@ -87,7 +87,8 @@ def machine(device: torch.device) -> dict[str, object]:
     return info
 
 
-def _distribution_version(names: tuple[str, ...]) -> str | None:
+def distribution_version(names: tuple[str, ...]) -> str | None:
+    """The version of the first of ``names`` (pip distribution names) installed, else ``None``."""
     for name in names:
         try:
             return metadata.version(name)
@@ -118,6 +119,6 @@ def versions() -> dict[str, object]:
     """Python, torch, each peer's package (``None`` if not installed) and megaspec's source."""
     found: dict[str, object] = {"python": platform.python_version(), "torch": torch.__version__}
     for key, names in DISTRIBUTIONS.items():
-        found[key] = _distribution_version(names)
+        found[key] = distribution_version(names)
     found["megaspec"] = megaspec_source()
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,18 +57,23 @@ def new_llama(config: BenchConfig, device: torch.device) -> nn.Module:
     return model
 
 
+def causal_lm_loss(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss(inputs, labels)`` of an HF causal LM (or a PEFT model around one): the mean
+    cross-entropy of float32 logits, as HF's ``ForCausalLMLoss``, on labels already shifted."""
+
+    def loss(inputs: Tensor, labels: Tensor) -> Tensor:
+        logits: Tensor = model(input_ids=inputs, use_cache=False).logits  # [batch, sequence, vocab]
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
+
+    return loss
+
+
 def build_hf(config: BenchConfig, device: torch.device, *, compiled: bool) -> Built:
     """HF Llama; the loss is HF's own (float32 logits, mean cross-entropy) on shifted labels."""
     model = new_llama(config, device)
     if compiled:
         model.compile()  # the whole forward; the loss stays outside, as with the eager model
-
-    def loss(inputs: Tensor, labels: Tensor) -> Tensor:
-        logits: Tensor = model(input_ids=inputs, use_cache=False).logits  # [batch, sequence, vocab]
-        # What HF's ForCausalLMLoss does, on labels that are already shifted.
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
-
-    return Built(model=model, loss=loss)
+    return Built(model=model, loss=causal_lm_loss(model))
 
 
 def build_hf_eager(config: BenchConfig, device: torch.device) -> Built:
