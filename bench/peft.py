@@ -43,7 +43,9 @@ import torch
 # package of HF + PEFT: the repository root takes its place.
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(BENCH)
-sys.path[:] = [REPOSITORY, *(p for p in sys.path if os.path.abspath(p or os.curdir) not in (BENCH, REPOSITORY))]
+sys.path[:] = [
+    REPOSITORY, *(p for p in sys.path if os.path.abspath(p or os.curdir) not in (BENCH, REPOSITORY))
+]
 
 from bench import environment  # noqa: E402
 from bench.config import FULL, SMALL, BenchConfig  # noqa: E402
@@ -124,7 +126,9 @@ def run_all(run: Measurement) -> list[Row]:
             continue
         torch.manual_seed(0)
         result = run_peer(counting(peer, found), run)
-        expected = lora_parameters(run.config, fused=peer.name == "megaspec-lora") if peer.name in BASE_OF else None
+        expected = None
+        if peer.name in BASE_OF:
+            expected = lora_parameters(run.config, fused=peer.name == "megaspec-lora")
         rows.append(Row(result, found.get(peer.name) if result.ok else None, expected))
     return rows
 
@@ -152,10 +156,14 @@ def comparison(rows: list[Row]) -> dict[str, float | bool | None]:
     numbers: dict[str, float | bool | None] = {}
     for lora, base in BASE_OF.items():
         mine, theirs = by_name.get(lora), by_name.get(base)
-        step = _ratio(mine.step_ms, theirs.step_ms) if mine and theirs else None
+        if mine is None or theirs is None:
+            keys = ("step_overhead", "peak_memory_ratio", "fresh_loss_equal")
+            numbers.update({f"{lora}_{key}": None for key in keys})
+            continue
+        step = _ratio(mine.step_ms, theirs.step_ms)
         numbers[f"{lora}_step_overhead"] = None if step is None else step - 1
-        numbers[f"{lora}_peak_memory_ratio"] = _ratio(mine.peak_gib, theirs.peak_gib) if mine and theirs else None
-        numbers[f"{lora}_fresh_loss_equal"] = mine.first_loss == theirs.first_loss if mine and theirs else None
+        numbers[f"{lora}_peak_memory_ratio"] = _ratio(mine.peak_gib, theirs.peak_gib)
+        numbers[f"{lora}_fresh_loss_equal"] = mine.first_loss == theirs.first_loss
     mine, theirs = by_name.get("megaspec-lora"), by_name.get("hf-peft")
     for key in ("step_ms", "tokens_per_s", "peak_gib"):
         value = _ratio(getattr(mine, key), getattr(theirs, key)) if mine and theirs else None
@@ -232,9 +240,12 @@ def ratio_lines(rows: list[Row]) -> list[str]:
     if step is None:
         lines.append("megaspec + LoRA / HF + PEFT: - (not both measured)")
     else:
-        speed, memory = numbers["megaspec_lora_over_hf_peft_tokens_per_s"], numbers["megaspec_lora_over_hf_peft_peak_gib"]
+        speed = numbers["megaspec_lora_over_hf_peft_tokens_per_s"]
+        memory = numbers["megaspec_lora_over_hf_peft_peak_gib"]
         memory_text = f", peak memory x{memory:.3f}" if memory is not None else ""
-        lines.append(f"megaspec + LoRA / HF + PEFT: step time x{step:.3f}, tokens/s x{speed:.3f}{memory_text}")
+        lines.append(
+            f"megaspec + LoRA / HF + PEFT: step time x{step:.3f}, tokens/s x{speed:.3f}{memory_text}"
+        )
     return lines
 
 
@@ -332,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         print(f"device: {torch.cuda.get_device_name(device)}")
-    print(f"torch {torch.__version__}, python {sys.version.split()[0]}, {torch.get_num_threads()} CPU threads")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, python {sys.version.split()[0]}, {threads} CPU threads")
     print(f"config: {config}; warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)
     inputs, labels = token_batch(config, device)
     run = Measurement(config, device, inputs, labels, args)

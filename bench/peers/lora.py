@@ -25,7 +25,7 @@ from bench.peers.hf_llama import causal_lm_loss, new_llama
 from bench.peers.megaspec_gpt import build_megaspec
 
 RANK = 16
-ALPHA = 32.0
+ALPHA = 32
 MEGASPEC_TARGETS = ("*.linear_qkv", "*.linear_proj", "*.linear_fc1", "*.linear_fc2")
 PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
