@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device-machine helper for bench/train_step.py and bench/megatron_parity.py: brings Transformer Engine,
+# Device-machine helper for bench/train_step.py, bench/peft.py and bench/megatron_parity.py: brings Transformer Engine,
 # Megatron-core and Liger onto a GPU machine without internet, from what ../shared/gpu/prepare-te.sh put
 # under .te/ and .whl/ (and the liger-kernel wheel, also in .whl/: see bench/README.md).
 #
@@ -16,6 +16,10 @@
 #                                            # JSON record to $OUT/<date>-<gpu>.json
 #   bash bench/gpu_setup.sh parity [ARGS...] # PYTHONPATH=/tmp/site python3 bench/megatron_parity.py ARGS,
 #                                            # JSON record to $OUT/megatron-parity.json
+#   bash bench/gpu_setup.sh wheels           # carry [".whl"]: only .whl/* into /tmp/site (no TE; enough
+#                                            # for bench/peft.py: peft and accelerate wheels)
+#   bash bench/gpu_setup.sh peft [ARGS...]   # PYTHONPATH=/tmp/site python3 bench/peft.py ARGS,
+#                                            # JSON record to $OUT/<date>-peft-<gpu>.json
 # `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`
 # (likewise `install` and `parity`).
 # Logs go to $OUT (or /tmp/out when OUT is unset).
@@ -36,6 +40,11 @@ stash() {
 te_importable() {
   PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c \
     'import transformer_engine.pytorch as te, transformer_engine as t; print("transformer_engine", t.__version__)' 2>&1
+}
+
+peft_importable() {
+  PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c \
+    'import peft, accelerate, psutil; print("peft", peft.__version__, "accelerate", accelerate.__version__)' 2>&1
 }
 
 liger_importable() {
@@ -76,13 +85,24 @@ EOF
         > "$OUT/te_build.log" 2>&1) || { echo "transformer_engine_torch build FAILED, tail of te_build.log:"; tail -n 40 "$OUT/te_build.log"; }
       echo "transformer_engine_torch build took $((SECONDS - started)) s"
     fi
-    # liger-kernel is pure Python; its dependencies (torch, triton, transformers) are on the image.
-    ls .whl/liger_kernel-*.whl >/dev/null 2>&1 || echo "no liger-kernel wheel in .whl/: the HF + Liger peer will not run"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || echo "installing .whl/* FAILED"
+    install_wheels
     echo "import check: $(te_importable | tail -n 3)"
-    echo "import check: $(liger_importable | tail -n 3)"
   } 2>&1 | tee -a "$log"
+}
+
+# Every .whl/*.whl (megatron-core, pydantic, liger-kernel, peft, accelerate) into /tmp/site, without
+# dependencies: liger-kernel's (torch, triton, transformers) and peft's and accelerate's (torch,
+# transformers, numpy, packaging, psutil, pyyaml, tqdm, safetensors, huggingface_hub) are on the image;
+# the import checks say if one is not.
+install_wheels() {
+  ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/ (was it carried?)"; return 1; }
+  ls .whl/liger_kernel-*.whl >/dev/null 2>&1 || echo "no liger-kernel wheel in .whl/: the HF + Liger peer will not run"
+  ls .whl/peft-*.whl .whl/accelerate-*.whl >/dev/null 2>&1 \
+    || echo "no peft or accelerate wheel in .whl/: bench/peft.py's HF + PEFT will not run"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || echo "installing .whl/* FAILED"
+  echo "import check: $(liger_importable | tail -n 3)"
+  echo "import check: $(peft_importable | tail -n 3)"
 }
 
 # TE loads cuDNN by itself; without these it picked the system's /lib/x86_64-linux-gnu/libcudnn_cnn.so.9,
@@ -102,13 +122,18 @@ case "${1:-}" in
     python3 -m pip list 2>/dev/null | grep -iE 'cudnn|nccl|cublas|cuda-toolkit|einops|onnx|wheel|setuptools|pybind' ;;
   stash) stash "$2" ;;
   install) install ;;
+  wheels) install_wheels 2>&1 | tee -a "$OUT/setup.log" ;;
   bench)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/train_step.py --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+  peft)
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 bench/peft.py --json "$OUT" "$@" 2>&1 | tee "$OUT/peft.log" ;;
   parity)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/megatron_parity.py --json "$OUT/megatron-parity.json" "$@" 2>&1 | tee "$OUT/parity.log" ;;
-  *) echo "usage: $0 check|stash pNN|install|bench [ARGS...]|parity [ARGS...]"; exit 2 ;;
+  *) echo "usage: $0 check|stash pNN|install|wheels|bench [ARGS...]|peft [ARGS...]|parity [ARGS...]"; exit 2 ;;
 esac
