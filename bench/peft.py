@@ -63,7 +63,7 @@ from bench.peers.lora import (  # noqa: E402
     lora_parameters,
 )
 from bench.peers.megaspec_gpt import MEGASPEC  # noqa: E402
-from bench.report import Result, record_path, write_record  # noqa: E402
+from bench.report import Result, finite, record_path, write_record  # noqa: E402
 from bench.train_step import Measurement, choose_device, run_peer, token_batch  # noqa: E402
 
 FORMAT = "megaspec-bench-peft/1"
@@ -273,7 +273,7 @@ def record(rows: list[Row], run: Measurement) -> dict[str, object]:
             "lora_b": lora.b if lora else None,
             "expected_trainable": row.expected.total if row.expected else None,
         }
-        results[r.name] = {key: values[key] for key in RESULT_FIELDS}
+        results[r.name] = {key: finite(values[key]) for key in RESULT_FIELDS}
     return {
         "format": FORMAT,
         "source": "measured by bench/peft.py",

@@ -104,8 +104,9 @@ def report(results: list[Result], config: BenchConfig) -> str:
     return "\n".join(["", *table(results, config), parameter_line(results, config), *ratio_lines(results)])
 
 
-def _finite(value: object) -> object:
-    # JSON has no NaN or infinity; a diverged loss becomes null.
+def finite(value: object) -> object:
+    """``value``, or ``None`` for a float NaN or infinity (JSON has neither; a diverged loss
+    becomes null)."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
@@ -129,7 +130,7 @@ def record(
         "config": asdict(config),
         "run": run,
         "results": {
-            r.name: {key: _finite(getattr(r, key)) for key in RESULT_FIELDS} for r in results
+            r.name: {key: finite(getattr(r, key)) for key in RESULT_FIELDS} for r in results
         },
     }
 
