@@ -160,7 +160,7 @@ def _peft_tensors(
     tensors: dict[str, Tensor] = {}
     for weight_name, rows in hf_tensors(mapping, lora_b, architecture).items():
         module = KEY_PREFIX + _module_name(weight_name)
-        tensors[f"{module}.lora_A.weight"] = lora_a.contiguous()
+        tensors[f"{module}.lora_A.weight"] = lora_a.clone()  # safetensors refuses shared memory
         tensors[f"{module}.lora_B.weight"] = rows.contiguous()
     return tensors
 
