@@ -65,9 +65,12 @@ def megaspec_logits(model: GPTModel) -> torch.Tensor:
 
 
 def peft_logits(base_directory: Path, adapter_directory: Path) -> torch.Tensor:
-    """Logits of transformers' model of ``base_directory`` with PEFT's adapter loaded."""
+    """Logits of transformers' model of ``base_directory`` with PEFT's adapter loaded,
+    checking that PEFT built exactly the LoRA modules the file holds."""
     hf_model = AutoModelForCausalLM.from_pretrained(base_directory).eval()
     adapted = peft.PeftModel.from_pretrained(hf_model, adapter_directory).eval()
+    built = {key.replace(".default.", ".") for key in adapted.state_dict() if ".lora_" in key}
+    assert built == safetensors.torch.load_file(adapter_directory / "adapter_model.safetensors").keys()
     return hf_logits(adapted, TOKENS)
 
 
