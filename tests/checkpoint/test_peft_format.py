@@ -159,7 +159,7 @@ def test_refuses_an_adapter_name_that_is_not_attached(tmp_path: Path) -> None:
 
 def test_refuses_an_ia3_adapter_and_points_to_save_adapters(tmp_path: Path) -> None:
     model = with_lora(base(), LoraConfig(rank=4))
-    add_adapter(model, IA3Config(name="scales", targets=["*.linear_fc1"]))
+    add_adapter(model, IA3Config(name="scales", targets=("*.linear_fc1",)))
     message = (
         "adapter 'scales' is 'ia3': PEFT's format holds one adapter type per file and export_peft "
         "writes LoRA only; save it with save_adapters (megaspec's adapter files hold any mix of types)"
@@ -170,7 +170,7 @@ def test_refuses_an_ia3_adapter_and_points_to_save_adapters(tmp_path: Path) -> N
 
 
 def test_refuses_a_merged_adapter(tmp_path: Path) -> None:
-    model = with_lora(base(), LoraConfig(rank=4, targets=["*.linear_qkv"]))
+    model = with_lora(base(), LoraConfig(rank=4, targets=("*.linear_qkv",)))
     merge(model)
     message = (
         r"^blocks.layers.0.mixer.linear_qkv: adapter 'default' is merged into the base weights; "
@@ -185,7 +185,7 @@ def test_refuses_a_linear_peft_has_no_name_for(tmp_path: Path) -> None:
     groups = ParallelGroups.single()
     mixer = model.get_submodule("blocks.layers.0.mixer")
     mixer.add_module("extra", ColumnParallelLinear(input_size=64, output_size=64, groups=groups, init_method=normal_init(0.02)))
-    with_lora(model, LoraConfig(rank=4, targets=["*.extra", "*.linear_qkv"]))
+    with_lora(model, LoraConfig(rank=4, targets=("*.extra", "*.linear_qkv")))
     message = (
         r"^blocks.layers.0.mixer.extra: adapter 'default' adapts a linear that Hugging Face PEFT's "
         r"Llama naming has no module for; save it with save_adapters instead$"
