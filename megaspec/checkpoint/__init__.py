@@ -4,8 +4,10 @@ directories, and Megatron-core ``GPTModel`` state dicts.
 ``from_pretrained(source, overrides=..., groups=...)`` builds a model (tensor-parallel if
 asked, each rank reading only its shards) from a Hugging Face directory, a ``transformers``
 model object or a megaspec run directory; ``export_hf(model, config, directory)`` writes a
-directory ``transformers.AutoModelForCausalLM.from_pretrained`` loads. ``to_megatron`` and
-``from_megatron`` convert state dicts (local or Transformer Engine spec, any tensor-parallel
+directory ``transformers.AutoModelForCausalLM.from_pretrained`` loads, and
+``export_peft(model, config, directory)`` a LoRA adapter that ``peft.PeftModel.from_pretrained``
+loads onto it (``save_adapters``/``load_adapters`` keep adapters in megaspec's own format).
+``to_megatron`` and ``from_megatron`` convert state dicts (local or Transformer Engine spec, any tensor-parallel
 size). The layouts that differ between the formats (fused QKV, ``[gate; up]``, vocabulary
 padding) live in :mod:`megaspec.parallel.layouts` and :mod:`megaspec.parallel.sharding`.
 Anything that cannot be carried over exactly raises :class:`CheckpointError`.
@@ -26,6 +28,7 @@ from megaspec.checkpoint.megatron import (
 from megaspec.checkpoint.megatron_config import MegatronArguments, megatron_arguments, model_config
 from megaspec.checkpoint.megatron_keys import MegatronSpec
 from megaspec.checkpoint.native import load_megaspec_weights
+from megaspec.checkpoint.peft_format import export_peft
 from megaspec.checkpoint.pretrained import (
     TRAINING_SETTINGS,
     PretrainedModel,
@@ -50,6 +53,7 @@ __all__ = [
     "TensorSource",
     "check_same_architecture",
     "export_hf",
+    "export_peft",
     "from_megatron",
     "from_pretrained",
     "hf_config_from_model",
