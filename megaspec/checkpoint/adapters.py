@@ -23,9 +23,10 @@ from torch import Tensor, nn
 from megaspec.checkpoint.errors import CheckpointError
 from megaspec.checkpoint.writing import StagedDirectory
 from megaspec.config import AdapterConfig, PathLike, from_data, to_data
-from megaspec.parallel import gather_full, shard_index, sharding_of
+from megaspec.parallel import ParallelGroups, gather_full, shard_index, shard_of_full, sharding_of
 from megaspec.peft import (
     AdaptedLinear,
+    LinearGeometry,
     adapted_linears,
     adapter_names,
     add_adapter_to_linears,
@@ -41,10 +42,20 @@ WEIGHTS_FILE: Final = "adapter_model.safetensors"
 FORMAT: Final = "megaspec-adapters/1"
 
 
-def _geometry_data(wrapper: AdaptedLinear) -> dict[str, Any]:
-    geometry = wrapper.geometry
+def _stored_output_size(model: nn.Module, slot: str, output_size: int) -> int:
+    """The output rows a file holds for linear ``slot``: a GPT model's output layer has its
+    vocabulary padded to a multiple that depends on the tensor-parallel size, so files hold
+    the unpadded vocabulary and loading pads it again (padded logits are never used)."""
+    vocab, padded = getattr(model, "vocab_size", None), getattr(model, "padded_vocab_size", None)
+    if slot == "output_layer" and isinstance(vocab, int) and output_size == padded:
+        return vocab
+    return output_size
+
+
+def _geometry_data(model: nn.Module, slot: str, geometry: LinearGeometry) -> dict[str, Any]:
     return {"kind": geometry.kind, "input_size": geometry.input_size,
-            "output_size": geometry.output_size, "parts": geometry.parts}  # fmt: skip
+            "output_size": _stored_output_size(model, slot, geometry.output_size),
+            "parts": geometry.parts}  # fmt: skip
 
 
 def _saved_adapters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -62,9 +73,11 @@ def _saved_adapters(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, A
                     name, {"config": to_data(adapter.config, explicit_only=False), "linears": []}
                 )
                 entry["linears"].append(slot)
-                document["linears"][slot] = _geometry_data(wrapper)
+                geometry = document["linears"][slot] = _geometry_data(model, slot, wrapper.geometry)
                 for key, parameter in adapter.named_parameters():
                     full = gather_full(parameter, sharding_of(parameter), groups)
+                    if _over_outputs(parameter, wrapper.geometry):  # drop vocabulary padding
+                        full = full[: geometry["output_size"]]
                     tensors[f"{slot}.{name}.{key}"] = full.cpu().contiguous()
     return document, tensors
 
@@ -120,9 +133,7 @@ def _check_architecture(model: nn.Module, document: dict[str, Any], path: Path) 
     for slot, saved in document["linears"].items():
         if slot not in linears:
             raise CheckpointError(f"{path}: saved for another architecture: the model has no linear {slot}")
-        geometry = linear_geometry(linears[slot], groups)
-        found = {"kind": geometry.kind, "input_size": geometry.input_size,
-                 "output_size": geometry.output_size, "parts": geometry.parts}  # fmt: skip
+        found = _geometry_data(model, slot, linear_geometry(linears[slot], groups))
         if found != saved:
             raise CheckpointError(
                 f"{path}: saved for another architecture: {slot} is {found} in the model, {saved} "
@@ -178,17 +189,37 @@ def _read_weights(model: nn.Module, names: list[str], path: Path) -> None:
                         file_key = f"{slot}.{name}.{key}"
                         if file_key not in stored:
                             raise CheckpointError(f"{path}: tensor {file_key} is missing")
-                        parameter.copy_(_local_shard(file, file_key, parameter, groups))
+                        over_outputs = _over_outputs(parameter, wrapper.geometry)
+                        padded_rows = wrapper.geometry.output_size if over_outputs else None
+                        parameter.copy_(_local_shard(file, file_key, parameter, groups, padded_rows))
 
 
-def _local_shard(file: Any, key: str, parameter: Tensor, groups: Any) -> Tensor:
+def _over_outputs(parameter: Tensor, geometry: LinearGeometry) -> bool:
+    """Whether ``parameter``'s first dimension runs over the linear's (full) output features."""
     sharding = sharding_of(parameter)
-    tensor_slice = file.get_slice(key)
-    shape = tuple(tensor_slice.get_shape())
-    if sharding is None or groups.tensor_size == 1:
-        full: Tensor = tensor_slice[:]
-        if full.shape != parameter.shape:
-            raise CheckpointError(f"{key}: shape {list(full.shape)} does not fit {list(parameter.shape)}")
-        return full
-    pieces = [tensor_slice[index] for index in shard_index(shape, sharding, groups.tensor_rank, groups.tensor_size)]
-    return torch.cat(pieces, dim=sharding.dim)
+    return geometry.kind == "column" and sharding is not None and sharding.dim == 0
+
+
+def _local_shard(
+    file: Any, key: str, parameter: Tensor, groups: ParallelGroups, padded_rows: int | None
+) -> Tensor:
+    """This rank's shard of tensor ``key``; ``padded_rows``: the full first dimension to
+    zero-pad a stored tensor over output features to (vocabulary padding)."""
+    sharding = sharding_of(parameter)
+    split = sharding is not None and groups.tensor_size > 1
+    if padded_rows is not None:  # an output layer's adapter tensor: small, padded in memory
+        stored: Tensor = file.get_tensor(key)
+        padding = stored.new_zeros(max(0, padded_rows - stored.shape[0]), *stored.shape[1:])
+        local = torch.cat([stored, padding])
+        if sharding is not None and split:
+            local = shard_of_full(local, sharding, groups.tensor_rank, groups.tensor_size)
+    elif sharding is not None and split:
+        tensor_slice = file.get_slice(key)
+        shape = tuple(tensor_slice.get_shape())
+        indices = shard_index(shape, sharding, groups.tensor_rank, groups.tensor_size)
+        local = torch.cat([tensor_slice[index] for index in indices], dim=sharding.dim)
+    else:
+        local = file.get_tensor(key)
+    if local.shape != parameter.shape:
+        raise CheckpointError(f"{key}: shape {list(local.shape)} does not fit {list(parameter.shape)}")
+    return local

@@ -123,7 +123,7 @@ class LoraAdapter(Adapter):
         self.rank = config.rank
         self.scale = config.scale
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        groups, dtype = geometry.groups, base_weight.dtype
+        groups, dtype, device = geometry.groups, base_weight.dtype, base_weight.device
         a_sharding = TensorParallelSharding(dim=1) if geometry.kind == "row" else None
         a_shape = (config.rank, geometry.input_size)
         if config.init == "svd":
@@ -131,10 +131,13 @@ class LoraAdapter(Adapter):
         else:
             bound = 1 / math.sqrt(geometry.input_size)  # PEFT's kaiming_uniform_(a=sqrt(5))
             init = uniform_init(-bound, bound) if config.init == "zeros" else normal_init(1 / config.rank)
-            self.lora_A = new_sharded_parameter(a_shape, a_sharding, init, groups, dtype=dtype)
+            self.lora_A = new_sharded_parameter(
+                a_shape, a_sharding, init, groups, dtype=dtype, device=device
+            )
         self.lora_B = new_sharded_parameter(
-            (geometry.output_size, config.rank), geometry.output_sharding, zeros_init(), groups, dtype=dtype
-        )
+            (geometry.output_size, config.rank), geometry.output_sharding, zeros_init(), groups,
+            dtype=dtype, device=device,
+        )  # fmt: skip
 
     def adapt_output(self, output: Tensor, hidden: Tensor) -> Tensor:
         groups, tensor_group = self.geometry.groups, self.geometry.groups.tensor
@@ -178,8 +181,9 @@ class IA3Adapter(Adapter):
         size = geometry.output_size if geometry.kind == "column" else geometry.input_size
         sharding = geometry.output_sharding if geometry.kind == "column" else geometry.input_sharding
         self.ia3_scale = new_sharded_parameter(
-            (size,), sharding, ones_init(), geometry.groups, dtype=base_weight.dtype
-        )
+            (size,), sharding, ones_init(), geometry.groups,
+            dtype=base_weight.dtype, device=base_weight.device,
+        )  # fmt: skip
 
     def adapt_output(self, output: Tensor, hidden: Tensor) -> Tensor:
         return output * self.ia3_scale

@@ -124,7 +124,10 @@ class AdaptedLinear(nn.Module):
             raise ValueError(f"adapter {name!r} already exists on this layer")
         weight = self.get_base_layer().weight
         assert isinstance(weight, Tensor)
-        self.adapters[name] = build_adapter(config, self.geometry, weight)
+        adapter = build_adapter(config, self.geometry, weight)
+        # A new module starts in training mode; an adapter added to a model in eval mode
+        # must not then apply dropout.
+        self.adapters[name] = adapter.train(self.training)
 
     def adapter(self, name: str) -> Adapter:
         """Adapter ``name`` of this linear."""
@@ -230,7 +233,8 @@ def adapted(module: nn.Module, adapter_type: str, groups: ParallelGroups) -> Ada
     """
     kind = linear_geometry(module, groups).kind
     wrapper = AdaptedColumnLinear if kind == "column" else AdaptedRowLinear
-    return wrapper(module, adapter_type, groups)
+    # The wrapper takes the base's train/eval mode (a new module starts in training mode).
+    return wrapper(module, adapter_type, groups).train(module.training)
 
 
 __all__ = [

@@ -36,6 +36,8 @@ def adapted(groups: ParallelGroups | None = None) -> GPTModel:
     with seeded_initialization(1):
         add_adapter(model, LoraConfig(rank=4, init="gaussian"))
         add_adapter(model, IA3Config(name="scales", targets=["*.linear_fc1", "*.linear_proj"]))
+        # the output layer's rows are the vocabulary, padded by an amount that depends on TP
+        add_adapter(model, LoraConfig(name="head", rank=4, targets=["output_layer"]))
     with torch.no_grad():  # B starts at 0 and scales at 1: move them so they matter
         for parameter in adapter_parameters(model):
             parameter.add_(0.1 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(parameter.numel())))
@@ -56,9 +58,10 @@ def test_a_mixed_set_saves_and_loads(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "adapters" / "adapter_config.json").read_text())
     assert document["adapters"]["scales"]["config"]["type"] == "ia3"
     tensors = safetensors.torch.load_file(tmp_path / "adapters" / "adapter_model.safetensors")
-    assert all(".default." in key or ".scales." in key for key in tensors)  # no base weight
+    assert all(key.split(".")[-2] in ("default", "scales", "head") for key in tensors)  # no base weight
+    assert tensors["output_layer.head.lora_B"].shape == (300, 4)  # the vocabulary, unpadded
     fresh = base()
-    assert load_adapters(fresh, tmp_path / "adapters") == ["default", "scales"]
+    assert load_adapters(fresh, tmp_path / "adapters") == ["default", "scales", "head"]
     assert torch.equal(logits(fresh), logits(model))
 
 
@@ -98,7 +101,7 @@ def test_adapters_of_another_architecture_are_refused_before_any_change(tmp_path
 def test_saving_an_adapter_that_is_not_attached(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as error:
         save_adapters(adapted(), tmp_path / "adapters", ["default", "lora2"])
-    assert str(error.value) == "cannot save 'lora2': no adapter of that name (adapters: default, scales)"
+    assert str(error.value) == "cannot save 'lora2': no adapter of that name (adapters: default, scales, head)"
     with pytest.raises(ValueError, match="the model has no adapters to save"):
         save_adapters(base(), tmp_path / "nothing")
 

@@ -76,6 +76,16 @@ def test_a_fresh_adapter_gives_identical_logits() -> None:
     assert torch.equal(logits(built), expected)
 
 
+def test_adapters_follow_the_models_mode_and_device() -> None:
+    built = model().eval()
+    add_adapter(built, LoraConfig(rank=4, dropout=0.5))
+    assert not any(module.training for module in built.modules())  # no dropout at inference
+    with torch.device("meta"):  # the default device differs from the weights' device
+        add_adapter(built, IA3Config(name="scales"))
+        add_adapter(built, LoraConfig(name="second", rank=2))
+    assert {parameter.device.type for parameter in adapter_parameters(built)} == {"cpu"}
+
+
 def test_patterns_that_match_nothing_are_each_named() -> None:
     built = model()
     with pytest.raises(ValueError) as error:
