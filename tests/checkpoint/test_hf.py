@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 import megaspec
 from megaspec.checkpoint import CheckpointError, export_hf
+from megaspec.peft import IA3Config, LoraConfig, add_adapter
 from tests.helpers.hf_models import FAMILIES, hf_logits, save, tiny_model, tokens
 
 TOLERANCE = 1e-5
@@ -139,6 +140,20 @@ def test_export_refuses_a_non_empty_directory_unless_asked(tmp_path: Path) -> No
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]  # nothing staged left
     export_hf(imported.model, imported.config, target, overwrite=True)
     assert sorted(path.name for path in target.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_export_of_a_model_with_adapters_says_what_to_do(tmp_path: Path) -> None:
+    imported = megaspec.from_pretrained(tiny_model("llama3"))
+    add_adapter(imported.model, LoraConfig(rank=2, targets=["*.linear_qkv"]))
+    add_adapter(imported.model, IA3Config(name="scales", targets=["*.linear_fc2"]))
+    with pytest.raises(ValueError) as error:
+        export_hf(imported.model, imported.config, tmp_path / "out")
+    assert str(error.value) == (
+        "the model has adapters (default, scales): fold them in with "
+        "megaspec.peft.merge_and_unload or drop them with unload first (adapters alone are "
+        "written by save_adapters or export_peft)"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_shard_named_in_the_index(tmp_path: Path) -> None:
