@@ -208,20 +208,32 @@ def train(
     device: str | torch.device = "cpu",
     output_dir: PathLike | None = None,
     progress: bool = True,
+    model: GPTModel | None = None,
 ) -> TrainResult:
     """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
 
     Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
-    with the loss, tokens/s and the last validation loss.
+    with the loss, tokens/s and the last validation loss. ``model`` (built from ``run.model``,
+    e.g. pretrained weights, perhaps with adapters) is trained instead of a fresh one; its
+    parameters with ``requires_grad=False`` stay as they are. A run with ``peft`` needs
+    pretrained weights: :func:`megaspec.finetune.finetune` adds the adapter and calls this.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
-            :func:`build_model` and :func:`corpus_windows`) or whose config cannot be saved.
+            :func:`build_model` and :func:`corpus_windows`), a ``peft`` run without
+            ``model``, or a config that cannot be saved.
+        ValueError: if ``model`` has no parameter to train.
     """
     started = perf_counter()
     saved_text(run)  # a config that cannot be saved fails now, not after training
+    if run.peft is not None and model is None:
+        raise ConfigError(
+            "peft",
+            "adapters train on pretrained weights, not freshly initialised ones; start from "
+            "a trained model (megaspec train --from DIR, or megaspec.finetune.finetune)",
+        )
     train_windows, validation_windows = corpus_windows(run)
-    model = build_model(run).to(device)
+    model = (build_model(run) if model is None else model).to(device)
     model.train()
     optimizer = make_optimizer(model, run.training)
     log = _Log()
