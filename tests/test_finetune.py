@@ -24,16 +24,16 @@ from megaspec.peft import adapter_parameters, merge_and_unload, unmerge
 from megaspec.peft.merging import merge
 from megaspec.training import load_trained_model, make_optimizer, resolve_run, train
 
-TRAINING = {"steps": 12, "batch_size": 8, "sequence_length": 32, "learning_rate": 0.02,
+TRAINING = {"steps": 12, "batch_size": 8, "sequence_length": 32, "learning_rate": 0.01,
             "warmup_steps": 0, "eval_batches": 1}  # fmt: skip
 TOKENS = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(3))
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for a few steps, saved as a run directory."""
+    """A tiny model trained for one step (near its random start: room to learn), saved."""
     directory = tmp_path_factory.mktemp("base")
-    run = resolve_run(preset="tiny", overrides=[{"training": {**TRAINING, "steps": 4}}])
+    run = resolve_run(preset="tiny", overrides=[{"training": {**TRAINING, "steps": 1}}])
     train(run, output_dir=directory, progress=False)
     return directory
 
@@ -44,6 +44,11 @@ def lora_run_dir(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     run = resolve_finetune_run(base_dir, overrides=[{"training": TRAINING, "peft": {"type": "lora", "rank": 4}}])
     finetune(run, base=base_dir, output_dir=directory, progress=False)
     return directory
+
+
+def falls(losses: tuple[float, ...]) -> bool:
+    """The mean of the last four losses is below that of the first four, by 0.05 or more."""
+    return sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.05
 
 
 def logits(model: nn.Module) -> Tensor:
@@ -64,7 +69,7 @@ def test_lora_training_lowers_the_loss_and_leaves_every_base_weight_bitwise_unch
     run = resolve_finetune_run(base_dir, overrides=[{"training": TRAINING, "peft": {"type": "lora", "rank": 4}}])
     result = finetune(run, base=base_dir, progress=False)
     losses = result.losses
-    assert sum(losses[-3:]) / 3 < losses[0] - 0.1
+    assert falls(losses)
     after = base_weights(result.model)
     assert after.keys() == before.keys()
     for name, weight in before.items():
@@ -102,7 +107,7 @@ def test_a_mixed_lora_and_ia3_set_trains_saves_and_loads(base_dir: Path, tmp_pat
     initial = [parameter.detach().clone() for parameter in adapter_parameters(model)]
     overrides = [{"training": TRAINING}]
     result = train(resolve_finetune_run(base_dir, overrides=overrides), model=model, progress=False)
-    assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.1
+    assert falls(result.losses)
     wrappers = {type(module).__name__ for module in model.modules()}
     assert {"AdaptedColumnLinear", "AdaptedRowLinear"} <= wrappers
     for parameter, start in zip(adapter_parameters(model), initial, strict=True):
