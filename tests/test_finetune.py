@@ -182,3 +182,10 @@ def test_a_moved_base_is_named_and_can_be_given(lora_run_dir: Path, base_dir: Pa
     assert str(error.value) == f"{copy}: its base /nonexistent/base is not a directory; pass the base's current place"
     model, run = load_adapter_run(copy, base=base_dir)
     assert isinstance(model, GPTModel) and isinstance(run, RunConfig)
+
+
+def test_the_example_lora_config_resolves_over_a_base(base_dir: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "configs" / "lora.yaml"
+    run = resolve_finetune_run(base_dir, files=[example])
+    assert run.peft == LoraConfig(rank=8, alpha=16, targets=None)
+    assert run.training.steps == 100
