@@ -2,7 +2,8 @@
 
 Learning-rate scales (already multiplied down the config tree when the model was built)
 become per-group ``lr``; a scale of 0 freezes the parameter (``requires_grad=False``, left
-out of the groups); weight decay applies to matrices only unless a weight's config says
+out of the groups), and so is a parameter already frozen (``requires_grad=False``, e.g. a
+base weight under :func:`megaspec.peft.train_adapters_only`); weight decay applies to matrices only unless a weight's config says
 otherwise (see :mod:`megaspec.parameter_settings`).
 """
 
@@ -22,10 +23,16 @@ def parameter_groups(
 
     Each group carries ``lr``, ``weight_decay``, ``lr_scale`` (for schedulers that rescale
     ``lr``: multiply the scheduled rate by it) and ``names`` (for inspection).
-    Frozen parameters get ``requires_grad=False`` as a side effect.
+    Frozen parameters get ``requires_grad=False`` as a side effect; parameters that already
+    have it are left out.
+
+    Raises:
+        ValueError: if no parameter is left to train.
     """
     groups: dict[tuple[float, bool], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
         settings = parameter_settings(parameter) or default_parameter_settings(parameter)
         if settings.lr_scale == 0:
             parameter.requires_grad_(False)
@@ -41,4 +48,8 @@ def parameter_groups(
             }
         groups[key]["params"].append(parameter)
         groups[key]["names"].append(name)
+    if not groups:
+        raise ValueError(
+            "no parameter to train: every parameter has requires_grad=False or lr_scale 0"
+        )
     return list(groups.values())

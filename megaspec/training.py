@@ -137,6 +137,20 @@ def build_model(run: RunConfig) -> GPTModel:
         return run.model.build(sequence_parallel=run.parallel.sequence_parallel)
 
 
+def check_peft_base(run: RunConfig, *, has_base: bool) -> None:
+    """Refuse a run with ``peft`` but no pretrained base: adapters on random weights.
+
+    Raises:
+        ConfigError: at ``peft``, saying how to start from a trained model.
+    """
+    if run.peft is not None and not has_base:
+        raise ConfigError(
+            "peft",
+            "adapters train on pretrained weights, not freshly initialised ones; start from "
+            "a trained model (megaspec train --from DIR, or megaspec.finetune.finetune)",
+        )
+
+
 def learning_rate_at(step: int, training: TrainingConfig) -> float:
     """The scheduled rate of update ``step`` (0-based): linear warmup, then cosine decay."""
     if step < training.warmup_steps:
@@ -208,20 +222,27 @@ def train(
     device: str | torch.device = "cpu",
     output_dir: PathLike | None = None,
     progress: bool = True,
+    model: GPTModel | None = None,
 ) -> TrainResult:
     """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
 
     Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
-    with the loss, tokens/s and the last validation loss.
+    with the loss, tokens/s and the last validation loss. ``model`` (built from ``run.model``,
+    e.g. pretrained weights, perhaps with adapters) is trained instead of a fresh one; its
+    parameters with ``requires_grad=False`` stay as they are. A run with ``peft`` needs
+    pretrained weights: :func:`megaspec.finetune.finetune` adds the adapter and calls this.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
-            :func:`build_model` and :func:`corpus_windows`) or whose config cannot be saved.
+            :func:`build_model` and :func:`corpus_windows`), a ``peft`` run without
+            ``model``, or a config that cannot be saved.
+        ValueError: if ``model`` has no parameter to train.
     """
     started = perf_counter()
     saved_text(run)  # a config that cannot be saved fails now, not after training
+    check_peft_base(run, has_base=model is not None)
     train_windows, validation_windows = corpus_windows(run)
-    model = build_model(run).to(device)
+    model = (build_model(run) if model is None else model).to(device)
     model.train()
     optimizer = make_optimizer(model, run.training)
     log = _Log()
@@ -333,11 +354,17 @@ def load_trained_model(
 
     Raises:
         FileNotFoundError: if ``config.yaml`` or ``model.safetensors`` is missing.
+        ValueError: for an adapter run (see :mod:`megaspec.finetune`).
         ConfigError: if ``config.yaml`` is not a valid saved run config.
         RuntimeError: if the weights do not match the model the config describes.
     """
     directory = Path(directory)
     run = load(RunConfig, directory / CONFIG_FILE)
+    if run.peft is not None:
+        raise ValueError(
+            f"{directory}: an adapter run (its {CONFIG_FILE} has a peft: section); load it "
+            f"with megaspec.finetune.load_adapter_run, or merge it with megaspec merge"
+        )
     model = build_model(run).to(device)
     safetensors.torch.load_model(
         model, str(directory / WEIGHTS_FILE), strict=True, device=str(device)

@@ -11,11 +11,12 @@ from types import ModuleType
 import pytest
 import torch
 
-from examples import foreign_module_adapter, hybrid_stack, mlp_subclass_partial
+from examples import custom_mixer, foreign_module_adapter, hybrid_stack, mlp_subclass_partial
 from megaspec.backends import torch as torch_backend
 from megaspec.context import LayerContext
 from megaspec.layers import MLP
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import ParallelGroups, seeded_initialization
+from megaspec.peft import LoraConfig, add_adapter, train_adapters_only
 from megaspec.transformer_config import MlpConfig, TransformerConfig
 
 EXAMPLES = sorted(
@@ -25,6 +26,8 @@ EXAMPLES = sorted(
 )
 # Runs under torchrun (tests/models/test_torchrun.py), not in this process.
 TORCHRUN_EXAMPLES = ("tensor_parallel",)
+# Slow enough to run once: their own test makes the generic checks too.
+OWN_TEST_EXAMPLES = ("lora_finetune",)
 LOSS = re.compile(r"loss (-?\d+\.\d+|nan|inf)")
 ATTENTION_LAYER = (
     "TransformerLayer(input_norm=RMSNorm, mixer=SelfAttention, pre_mlp_norm=RMSNorm, mlp=MLP)"
@@ -49,15 +52,22 @@ def test_examples_are_found() -> None:
         assert name in EXAMPLES
 
 
-@pytest.mark.parametrize("name", [name for name in EXAMPLES if name not in TORCHRUN_EXAMPLES])
+@pytest.mark.parametrize(
+    "name", [name for name in EXAMPLES if name not in (*TORCHRUN_EXAMPLES, *OWN_TEST_EXAMPLES)]
+)
 def test_example_main_runs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    check_example_output(name, run_main(name, capsys))
+
+
+def check_example_output(name: str, output: str) -> list[float]:
+    """What every example promises: a docstring saying how to run it, a summary, finite losses."""
     module = importlib.import_module(f"examples.{name}")
     assert module.__doc__ is not None and f"python -m examples.{name}" in module.__doc__
-    output = run_main(name, capsys)
     assert output.startswith("GPTModel: ")
     losses = printed_losses(output)
     assert losses, f"examples.{name} printed no loss:\n{output}"
     assert all(math.isfinite(loss) for loss in losses)
+    return losses
 
 
 # --- (a) custom_mixer --------------------------------------------------------------------
@@ -69,6 +79,30 @@ def test_custom_mixer_output(capsys: pytest.CaptureFixture[str]) -> None:
     # A fresh model predicts roughly uniformly over its 256 tokens.
     (loss,) = printed_losses(output)
     assert abs(loss - math.log(256)) < 0.1
+
+
+def test_a_lora_on_the_custom_mixer_needs_no_code_in_the_mixer() -> None:
+    with seeded_initialization(0):
+        model = custom_mixer.build_model()
+    tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(0))
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    with torch.no_grad():
+        base = model(inputs)
+    adapted = add_adapter(model, LoraConfig(rank=4, targets=("*.mixer.in_proj", "*.mixer.out_proj")))
+    assert adapted == [f"blocks.layers.{index}.mixer.{name}" for name in ("in_proj", "out_proj") for index in (0, 1)]
+    with torch.no_grad():
+        assert torch.equal(model(inputs), base)  # a fresh adapter (B = 0) changes nothing
+    optimizer = torch.optim.AdamW(train_adapters_only(model), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = model(inputs, labels=labels).mean()
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+    with torch.no_grad():
+        assert not torch.allclose(model(inputs), base, atol=1e-3)
 
 
 # --- (b) mlp_subclass_partial ------------------------------------------------------------
@@ -218,3 +252,21 @@ def test_from_hf_matches_transformers_before_and_after_export(
     assert "Qwen2ForCausalLM from the export" in output
     (loss,) = printed_losses(output)
     assert abs(loss - math.log(320)) < 0.5  # a random model is close to uniform
+
+
+# --- (f) lora_finetune -----------------------------------------------------------------------
+
+LORA_LOSSES = re.compile(r"step +\d+: loss (\d+\.\d+)")
+DIFFERENCE = re.compile(r"max \|logits difference\| = (\S+)")
+
+
+def test_lora_finetune_lowers_the_loss_keeps_the_base_and_merges_exactly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = run_main("lora_finetune", capsys)
+    check_example_output("lora_finetune", output)
+    first, _, last = (float(loss) for loss in LORA_LOSSES.findall(output))
+    assert last < first - 0.2
+    assert "all 15 base weights bitwise unchanged: True\n" in output
+    reloaded, merged = (float(value) for value in DIFFERENCE.findall(output))
+    assert reloaded == 0.0 and merged <= 1e-5

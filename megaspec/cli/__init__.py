@@ -4,7 +4,9 @@
   two minutes on two CPU cores with the defaults), save it and print a generated sample;
 * ``megaspec inspect``: what a config builds, without building its weights;
 * ``megaspec convert``: a model between megaspec, Hugging Face and Megatron-core formats;
-* ``megaspec generate``: continue prompts with a megaspec or Hugging Face model.
+* ``megaspec generate``: continue prompts with a megaspec or Hugging Face model;
+* ``megaspec merge``: fold an adapter run's adapters into its base (``megaspec train --from
+  DIR`` with a ``peft:`` section writes such a run).
 
 ``megaspec`` alone prints help; ``python -m megaspec`` is the same command.
 """

@@ -80,7 +80,8 @@ def load_model(source: Path, dtype: torch.dtype) -> LoadedModel:
     return LoadedModel(pretrained.model, pretrained.config, pretrained.hf_config)
 
 
-def _refuse_overwrite(output: Path, overwrite: bool) -> None:
+def refuse_overwrite(output: Path, overwrite: bool) -> None:
+    """Refuse (``ValueError``) a non-empty ``output`` unless ``overwrite``: before any work."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise ValueError(f"{output} exists and is not empty; pass --overwrite to replace it")
 
@@ -107,7 +108,7 @@ def run_convert(arguments: argparse.Namespace) -> int:
             raise ValueError(f"--tensor-parallel-size: must be >= 1, got {arguments.tensor_parallel_size}")
         if arguments.source.resolve() == arguments.output.resolve():
             raise ValueError("OUTPUT must differ from SOURCE")
-        _refuse_overwrite(arguments.output, arguments.overwrite)  # before any long work
+        refuse_overwrite(arguments.output, arguments.overwrite)  # before any long work
         loaded = load_model(arguments.source, DTYPES[arguments.dtype])
         write_model(loaded, arguments.output, arguments)
     except (ValueError, OSError) as error:  # CheckpointError and ConfigError are ValueErrors

@@ -9,6 +9,7 @@ from importlib import metadata
 from megaspec.cli import convert as convert_command
 from megaspec.cli import generate as generate_command
 from megaspec.cli import inspect as inspect_command
+from megaspec.cli import merge as merge_command
 from megaspec.cli import train as train_command
 from megaspec.cli.run_config import run_from_arguments
 
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
             description=generate_command.DESCRIPTION,
         )
     )
+    merge_command.add_merge_arguments(
+        commands.add_parser(
+            "merge",
+            help="merge an adapter run's adapters into its base model",
+            description=merge_command.DESCRIPTION,
+        )
+    )
     return parser
 
 
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return convert_command.run_convert(arguments)
     if arguments.command == "generate":
         return generate_command.run_generate(arguments)
+    if arguments.command == "merge":
+        return merge_command.run_merge(arguments)
     build_parser().print_help()
     return 0
 

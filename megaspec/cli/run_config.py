@@ -12,7 +12,10 @@ from typing import Any
 
 from megaspec.config import RunConfig, TrainingConfig
 from megaspec.config.resolve import Override
+from megaspec.finetune import resolve_finetune_run
 from megaspec.training import PRESETS, resolve_run
+
+DEFAULT_PRESET = "small"
 
 _DEFAULTS = TrainingConfig()
 
@@ -34,8 +37,8 @@ def add_run_config_arguments(parser: argparse.ArgumentParser) -> None:
            "model.decoder.num_blocks=2")  # fmt: skip
     option("-c", "--config", action="append", default=[], type=Path, metavar="FILE.yaml",
            help="a YAML run config (model:, training:, parallel:) over the preset; repeatable")
-    option("--preset", choices=PRESETS, default="small",
-           help="the packaged model the run starts from (%(default)s)")
+    option("--preset", choices=PRESETS, default=None,
+           help=f"the packaged model the run starts from ({DEFAULT_PRESET})")
     shorthands = parser.add_argument_group(
         "convenience flags", "each is the override training.<field>=VALUE, applied after the "
         "-c files and before the OVERRIDEs",
@@ -57,8 +60,13 @@ def add_run_config_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     """The run config the arguments of :func:`add_run_config_arguments` ask for.
 
+    With ``arguments.base`` (``megaspec train --from DIR``) the model is the base's and the
+    layers above it must not touch it (:func:`megaspec.finetune.resolve_finetune_run`).
+
     Raises:
         ConfigError: naming the full path of a bad value, or a malformed override.
+        CheckpointError: for a base directory that holds no model.
+        ValueError: for ``--preset`` together with ``--from``.
         OSError: if a ``-c`` file cannot be read.
     """
     flags: dict[str, Any] = {
@@ -68,4 +76,10 @@ def run_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     }
     overrides: list[Override] = [{"training": flags}] if flags else []
     overrides += arguments.overrides
-    return resolve_run(preset=arguments.preset, files=arguments.config, overrides=overrides)
+    base = getattr(arguments, "base", None)
+    if base is None:
+        preset = arguments.preset or DEFAULT_PRESET
+        return resolve_run(preset=preset, files=arguments.config, overrides=overrides)
+    if arguments.preset is not None:
+        raise ValueError("--preset and --from both choose the model; give one of them")
+    return resolve_finetune_run(base, files=arguments.config, overrides=overrides)

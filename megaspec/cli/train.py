@@ -10,13 +10,17 @@ from pathlib import Path
 
 import torch
 
-from megaspec.cli.run_config import add_run_config_arguments, run_from_arguments
-from megaspec.config import ConfigError
+from megaspec.checkpoint.adapters import CONFIG_FILE as ADAPTER_CONFIG_FILE
+from megaspec.checkpoint.adapters import WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE
+from megaspec.cli.run_config import DEFAULT_PRESET, add_run_config_arguments, run_from_arguments
+from megaspec.config import RunConfig
+from megaspec.finetune import BASE_FILE, finetune
 from megaspec.generate import generate_text
 from megaspec.training import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     TrainResult,
+    check_peft_base,
     configure_threads,
     train,
 )
@@ -27,7 +31,9 @@ DEFAULT_OUTPUT_DIR = Path("runs/train")
 DESCRIPTION = (
     "Train a small Llama-style byte-level model on the bundled text (Python's licence and "
     "standard-library documentation), save model.safetensors and config.yaml, and print a "
-    "generated sample. The run config is the --preset model, then the -c files in order, then "
+    "generated sample; with --from DIR, start from DIR's weights (and with a peft: section "
+    "train only an adapter, saved as adapter files). The run config is the --preset model "
+    "(or DIR's), then the -c files in order, then "
     "the convenience flags, then the OVERRIDEs in order; later layers override earlier ones."
 )
 
@@ -36,6 +42,10 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
     """The arguments of ``megaspec train``."""
     add_run_config_arguments(train_parser)
     option = train_parser.add_argument
+    option("--from", dest="base", type=Path, default=None, metavar="DIR",
+           help="start from the weights in DIR (a megaspec run directory or a Hugging Face "
+           "checkpoint), whose architecture the run keeps: no model: section or model.* "
+           "override; with a peft: section only the adapter trains")  # fmt: skip
     option("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR, metavar="DIR",
            help=f"directory for {WEIGHTS_FILE} and {CONFIG_FILE} (%(default)s)")
     option("--device", default="cpu", metavar="DEVICE",
@@ -64,27 +74,37 @@ def run_train(arguments: argparse.Namespace) -> int:
     try:
         run = run_from_arguments(arguments)
         _check_arguments(arguments)
+        check_peft_base(run, has_base=arguments.base is not None)
         threads = configure_threads(arguments.threads)
-    except (ValueError, OSError) as error:  # ConfigError is a ValueError
+    except (ValueError, OSError) as error:  # ConfigError and CheckpointError are ValueErrors
         print(f"megaspec train: {error}", file=sys.stderr)
         return 2
     training = run.training
-    print(f"training the {arguments.preset!r} preset"
+    print(f"training {_what(run, arguments)}"
           f"{''.join(f' + {path}' for path in arguments.config)} for {training.steps} steps of "
           f"{training.batch_size} x {training.sequence_length} tokens on {arguments.device} "
           f"({threads} CPU threads)")  # fmt: skip
+    device, output_dir, progress = arguments.device, arguments.output_dir, not arguments.no_progress
     try:
-        result = train(
-            run,
-            device=arguments.device,
-            output_dir=arguments.output_dir,
-            progress=not arguments.no_progress,
-        )
-    except ConfigError as error:  # raised before the first step
+        if arguments.base is None:
+            result = train(run, device=device, output_dir=output_dir, progress=progress)
+        else:
+            result = finetune(
+                run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
+            )
+    except ValueError as error:  # a bad config or adapter target, before the first step
         print(f"megaspec train: {error}", file=sys.stderr)
         return 2
     _report(result, arguments)
     return 0
+
+
+def _what(run: RunConfig, arguments: argparse.Namespace) -> str:
+    if arguments.base is None:
+        return f"the {arguments.preset or DEFAULT_PRESET!r} preset"
+    if run.peft is None:
+        return f"every weight of {arguments.base}"
+    return f"a {run.peft.type_name} adapter on {arguments.base} (base weights frozen)"
 
 
 def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
@@ -95,7 +115,11 @@ def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
           f"{result.tokens_per_second:,.0f} tokens/s: loss {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"(mean of last {len(tail)}: {sum(tail) / len(tail):.3f}), "
           f"validation {result.validation_losses[-1][1]:.3f}")  # fmt: skip
-    print(f"saved {WEIGHTS_FILE} and {CONFIG_FILE} to {arguments.output_dir}")
+    if result.run.peft is None:
+        saved = f"{WEIGHTS_FILE} and {CONFIG_FILE}"
+    else:
+        saved = f"{ADAPTER_CONFIG_FILE}, {ADAPTER_WEIGHTS_FILE}, {BASE_FILE} and {CONFIG_FILE}"
+    print(f"saved {saved} to {arguments.output_dir}")
     if arguments.sample_tokens > 0:
         seed = result.run.training.seed
         sample = generate_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from megaspec.config.adapters import AdapterConfig
 from megaspec.config.model import ModelConfig
 from megaspec.schema import Config, ConfigError, at_least, checks, non_negative, positive, within
 
@@ -73,11 +74,17 @@ class TrainingConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(Config):
-    """Everything a training run needs, resolved from defaults, files and overrides."""
+    """Everything a training run needs, resolved from defaults, files and overrides.
+
+    Attributes:
+        peft: an adapter (``peft: {type: lora, rank: 8}``) to add to a pretrained base and
+            train alone, the base frozen; ``None`` trains every weight.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    peft: AdapterConfig | None = None
 
     def validate(self) -> None:
         super().validate()
