@@ -42,6 +42,7 @@ from megaspec.data import ByteTokenizer, WindowSampler, load_corpus, train_valid
 from megaspec.models import GPTModel
 from megaspec.optim import parameter_groups
 from megaspec.parallel import seeded_initialization
+from megaspec.peft import refuse_adapters
 
 WEIGHTS_FILE: Final = "model.safetensors"
 CONFIG_FILE: Final = "config.yaml"
@@ -337,7 +338,11 @@ def save_trained_model(model: GPTModel, run: RunConfig, directory: PathLike) -> 
 
     ``directory`` and its parents are created; existing files are replaced, each file
     atomically (written under a temporary name, then renamed).
+
+    Raises:
+        ValueError: for a model with adapters (see :func:`megaspec.peft.refuse_adapters`).
     """
+    refuse_adapters(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from megaspec.config import ConfigError, RunConfig, TrainingConfig, to_data, update
+from megaspec.peft import LoraConfig, add_adapter
 from megaspec.training import (
     build_model,
     learning_rate_at,
@@ -107,6 +108,15 @@ def test_save_and_load_take_string_paths(tmp_path: Path) -> None:
     for (name, saved), (_, restored) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(saved, restored), name
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["config.yaml", "model.safetensors"]
+
+
+def test_a_model_with_adapters_is_not_saved_as_a_plain_model(tmp_path: Path) -> None:
+    run = tiny_run(steps=1)
+    model = build_model(run)
+    add_adapter(model, LoraConfig(rank=2))
+    with pytest.raises(ValueError, match=r"^the model has adapters \(default\): fold them in"):
+        save_trained_model(model, run, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_that_cannot_be_saved_fails_before_training(tmp_path: Path) -> None:

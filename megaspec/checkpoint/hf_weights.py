@@ -25,7 +25,7 @@ from megaspec.checkpoint.errors import CheckpointError, listed_names
 from megaspec.checkpoint.hf_config import LlamaArchitecture
 from megaspec.checkpoint.sources import TensorSource
 from megaspec.models import GPTModel
-from megaspec.peft import adapter_names
+from megaspec.peft import refuse_adapters
 from megaspec.parallel import (
     ParallelGroups,
     gated_fc1_rows,
@@ -224,13 +224,7 @@ def check_model_parameters(model: GPTModel, mappings: list[WeightMapping]) -> No
     Raises:
         ValueError: naming the parameters that differ, or the adapters a model holds.
     """
-    attached = adapter_names(model)
-    if attached:
-        raise ValueError(
-            f"the model has adapters ({', '.join(attached)}): fold them in with "
-            f"megaspec.peft.merge_and_unload or drop them with unload first (adapters alone "
-            f"are written by save_adapters or export_peft)"
-        )
+    refuse_adapters(model)
     names = {name for name, _ in model.named_parameters()}
     expected = {mapping.parameter for mapping in mappings}
     if names != expected:

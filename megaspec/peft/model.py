@@ -211,6 +211,21 @@ def check_adapter_names(model: nn.Module, names: Sequence[str], action: str) -> 
         )
 
 
+def refuse_adapters(model: nn.Module) -> None:
+    """For writers of plain models: refuse a model that still has adapters.
+
+    Raises:
+        ValueError: naming the adapters and what to do instead.
+    """
+    attached = adapter_names(model)
+    if attached:
+        raise ValueError(
+            f"the model has adapters ({', '.join(attached)}): fold them in with "
+            f"megaspec.peft.merge_and_unload or drop them with unload first (adapters alone "
+            f"are written by save_adapters or export_peft)"
+        )
+
+
 def set_active_adapters(model: nn.Module, names: Sequence[str]) -> None:
     """Make exactly ``names`` active on every linear that has them (several at once).
 
