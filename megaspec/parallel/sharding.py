@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from megaspec.parallel.draws import InitMethod, draw_slices, draw_stream
+from megaspec.parallel.draws import InitMethod as InitMethod  # re-exported: its historical home
+from megaspec.parallel.draws import draw_slices, draw_stream
 from megaspec.parallel.groups import ParallelGroups
 
 _SHARDING_ATTRIBUTE = "_megaspec_tensor_parallel_sharding"
