@@ -24,7 +24,7 @@ def normal_init(std: float) -> InitMethod:
     def init(draws: UniformDraws) -> Tensor:
         # log1p(-u) = log(1 - u), finite because u < 1.
         radius = torch.log1p(-draws.first()).mul_(-2.0).sqrt_()
-        return radius.mul_(torch.cos(draws.second() * (2.0 * math.pi))).mul_(std)
+        return radius.mul_(draws.second().mul(2.0 * math.pi).cos_()).mul_(std)
 
     return init
 
