@@ -167,7 +167,10 @@ def main() -> None:
         return
     threads = "torch's default" if options.threads is None else options.threads
     print(f"shape {shape}, bfloat16 weights on the CPU, rank 0 of each tensor-parallel size, threads: {threads}")
-    print("| code | TP | build s | materialise s | total s | peak GiB | above imports GiB | shard GiB | target GiB | within |")
+    print(
+        "| code | TP | build s | materialise s | total s | peak GiB | above imports GiB "
+        "| shard GiB | target GiB | within |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with before_tree(options.before_rev) as before:
         for size in (int(text) for text in options.sizes.split(",")):

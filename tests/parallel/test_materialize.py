@@ -104,7 +104,10 @@ def test_layout_only_shards_reassemble_size_one_weights(kind: str) -> None:
     """Size 4, each rank materialised alone from ParallelGroups.layout_only: no processes."""
     size = 4
     full = weights(build_model(kind, ParallelGroups.single(), meta=False))
-    ranks = [materialize(build_model(kind, ParallelGroups.layout_only(size, rank), meta=True)) for rank in range(size)]
+    ranks = [
+        materialize(build_model(kind, ParallelGroups.layout_only(size, rank), meta=True))
+        for rank in range(size)
+    ]
     for name, expected in full.items():
         parameters = [rank_model.get_parameter(name) for rank_model in ranks]
         sharding = sharding_of(parameters[0])
@@ -187,7 +190,8 @@ def test_bfloat16_target_is_the_float32_draw_cast() -> None:
 
 def test_a_plain_meta_parameter_is_an_error_naming_it_and_nothing_changes() -> None:
     model = build_model("plain", ParallelGroups.single(), meta=True)
-    with pytest.raises(ValueError, match=r"parameter blocks\.layers\.0\.mlp\.\w+\.weight of Linear was not made"):
+    error = r"parameter blocks\.layers\.0\.mlp\.\w+\.weight of Linear was not made"
+    with pytest.raises(ValueError, match=error):
         materialize(model)
     assert all(parameter.is_meta for parameter in model.parameters())
 
