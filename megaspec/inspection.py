@@ -1,6 +1,7 @@
 """What a run config builds, described without building its weights.
 
-The model is built on the meta device (no memory, no random draws) with
+The model is built on the meta device (no memory; the one integer each parameter takes from
+the CPU generator is drawn under a forked random state, so the caller's is untouched) with
 :meth:`ParallelGroups.layout_only`, so a 70B config is described in a second and rank 0's
 shard shapes at any tensor-parallel size are the ones a real run would hold. The report has
 four parts: the module in every slot, per block of the config (layers built from the same
@@ -30,7 +31,7 @@ def build_on_meta(run: RunConfig, tensor_parallel_size: int | None = None) -> GP
         ValueError: for a size the model does not divide over (naming the setting).
     """
     size = run.parallel.tensor_parallel_size if tensor_parallel_size is None else tensor_parallel_size
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return run.model.build(
             ParallelGroups.layout_only(size), sequence_parallel=run.parallel.sequence_parallel
         )

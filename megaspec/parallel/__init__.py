@@ -21,6 +21,7 @@ from megaspec.parallel.collectives import (
     scatter_to_tensor_parallel_region,
 )
 from megaspec.parallel.cross_entropy import vocab_parallel_cross_entropy
+from megaspec.parallel.draws import UniformDraws
 from megaspec.parallel.embedding import (
     VocabParallelEmbedding,
     padded_vocab_rows,
@@ -59,14 +60,18 @@ from megaspec.parallel.linear import (
     column_parallel_matmul,
     sequence_parallel_replicated,
 )
+from megaspec.parallel.materialize import materialize
 from megaspec.parallel.random import seeded_initialization
 from megaspec.parallel.sharding import (
     InitMethod,
+    ParameterInit,
     TensorParallelSharding,
     full_from_shards,
     gather_full,
+    init_tensor_,
     mark_sharded,
     new_sharded_parameter,
+    parameter_init,
     shard_of_full,
     sharding_of,
 )
@@ -76,9 +81,11 @@ __all__ = [
     "GatedFc1Rows",
     "InitMethod",
     "ParallelGroups",
+    "ParameterInit",
     "QkvRows",
     "RowParallelLinear",
     "TensorParallelSharding",
+    "UniformDraws",
     "VocabParallelEmbedding",
     "VocabRows",
     "column_parallel_matmul",
@@ -88,7 +95,9 @@ __all__ = [
     "gather_from_sequence_parallel_region",
     "gather_from_tensor_parallel_region",
     "gather_full",
+    "init_tensor_",
     "mark_sharded",
+    "materialize",
     "new_sharded_parameter",
     "normal_init",
     "ones_init",
@@ -98,6 +107,7 @@ __all__ = [
     "padded_rows_init",
     "padded_vocab_rows",
     "padded_vocab_size",
+    "parameter_init",
     "qkv_rows",
     "rank_block",
     "reduce_from_tensor_parallel_region",

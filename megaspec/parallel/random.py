@@ -1,9 +1,10 @@
 """Reproducible initialisation that does not depend on the tensor-parallel size.
 
-Every tensor-parallel layer draws its *full* weight from torch's CPU generator and keeps its
-own shard (see :mod:`megaspec.parallel.sharding`), so all ranks advance the generator
-identically and TP=N holds exactly TP=1's weights. :func:`seeded_initialization` scopes the
-seed to model construction, leaving the caller's global random state untouched.
+Every parameter takes one integer (its stream) from torch's CPU generator at construction, on
+every rank and device, meta included, and draws only its own shard from counter-based random
+numbers numbered over the full tensor (see :mod:`megaspec.parallel.draws`): all ranks advance
+the generator identically and TP=N holds exactly TP=1's weights. :func:`seeded_initialization`
+scopes the seed to model construction, leaving the caller's global random state untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def seeded_initialization(seed: int) -> Iterator[None]:
     """Build models inside this block to initialise them from ``seed``.
 
     The CPU generator is seeded on entry and restored on exit (GPU generators are not
-    touched: initialisation never draws on the GPU)::
+    touched: initialisation never draws on the GPU). A model built on the meta device under
+    the same seed and materialised later gets the same weights::
 
         with seeded_initialization(1234):
             model = GPTModel(...)

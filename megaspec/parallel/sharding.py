@@ -11,25 +11,27 @@ gathering in tests and checkpoint conversion all agree:
   Fused QKV needs ``parts=1`` because its rows are already packed per KV group
   (``[q_g, k_g, v_g]`` for each group g) and ranks own whole groups.
 
-Initialisation draws the *full* tensor from a CPU generator and keeps the local shard, so
-tensor-parallel size N gives exactly the weights of size 1 for the same seed.
+Initialisation draws only the local shard, from counter-based random numbers numbered over
+the full tensor (:mod:`megaspec.parallel.draws`), so tensor-parallel size N holds exactly the
+weights of size 1 for the same seed, and no rank draws a weight it does not own. On the meta
+device a parameter records how to draw it (:class:`ParameterInit`) for
+:func:`megaspec.parallel.materialize`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from megaspec.parallel.draws import InitMethod as InitMethod  # re-exported: its historical home
+from megaspec.parallel.draws import draw_slices, draw_stream
 from megaspec.parallel.groups import ParallelGroups
 
-InitMethod = Callable[[Tensor], None]
-"""Fills a full (unsharded) tensor in place, drawing from torch's default CPU generator."""
-
 _SHARDING_ATTRIBUTE = "_megaspec_tensor_parallel_sharding"
+_INIT_ATTRIBUTE = "_megaspec_parameter_init"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,75 @@ def gather_full(tensor: Tensor, sharding: TensorParallelSharding | None, groups:
     return full_from_shards(shards, sharding)
 
 
+@dataclass(frozen=True)
+class ParameterInit:
+    """How to draw one rank's shard of a parameter: what a meta-device parameter records.
+
+    Attributes:
+        stream: the parameter's random stream (:func:`megaspec.parallel.draws.draw_stream`).
+        init_method: maps the stream's uniforms to values, elementwise.
+        full_shape: the full (tensor-parallel size 1) shape.
+        sharding: the layout, or ``None`` for a replicated parameter.
+        tensor_rank, tensor_size: the rank whose shard the parameter holds, of how many.
+    """
+
+    stream: int
+    init_method: InitMethod
+    full_shape: tuple[int, ...]
+    sharding: TensorParallelSharding | None
+    tensor_rank: int
+    tensor_size: int
+
+    def local_shape(self) -> tuple[int, ...]:
+        """The shard's shape.
+
+        Raises:
+            ValueError: if the sharded dimension does not split evenly.
+        """
+        shape = list(self.full_shape)
+        if self.sharding is not None:
+            shape[self.sharding.dim] //= _split_checked(self.full_shape, self.sharding, self.tensor_size)
+        return tuple(shape)
+
+    def fill_(self, destination: Tensor) -> None:
+        """Write this rank's shard into ``destination`` (the local shape, any device and dtype).
+
+        Only the shard's own elements are drawn, on the CPU in float32 and a chunk at a time,
+        then cast and copied: host memory grows by one chunk, not by a full weight.
+        """
+        full_shape = self.full_shape or (1,)  # a scalar is drawn as one element
+        target = destination if self.full_shape else destination.view(1)
+        dim = 0 if self.sharding is None else self.sharding.dim
+        parts = 1 if self.sharding is None else self.sharding.parts
+        per_part = full_shape[dim] // parts
+        per_rank = per_part if self.sharding is None else per_part // self.tensor_size
+        first_of_rank = 0 if self.sharding is None else self.tensor_rank * per_rank
+        for part in range(parts):
+            # shard_of_full's layout: rank r holds block r of every part, parts stacked.
+            start = part * per_part + first_of_rank
+            chunks = draw_slices(self.stream, self.init_method, full_shape, dim, start, start + per_rank)
+            for offset, values in chunks:
+                target.narrow(dim, part * per_rank + offset, values.shape[dim]).copy_(values)
+
+
+def _split_checked(full_shape: tuple[int, ...], sharding: TensorParallelSharding, size: int) -> int:
+    """``size``, after checking that ``sharding.dim`` splits into parts of ``size`` shards."""
+    length = full_shape[sharding.dim]
+    if length % (sharding.parts * size) != 0:
+        raise ValueError(
+            f"dimension {sharding.dim} of size {length} does not split into "
+            f"{sharding.parts} part(s) of {size} equal shard(s)"
+        )
+    return size
+
+
+def parameter_init(parameter: Tensor) -> ParameterInit | None:
+    """What a meta-device parameter made by :func:`new_sharded_parameter` recorded, or ``None``."""
+    record = getattr(parameter, _INIT_ATTRIBUTE, None)
+    assert record is None or isinstance(record, ParameterInit)
+    return record
+
+
 def new_sharded_parameter(
     full_shape: tuple[int, ...],
     sharding: TensorParallelSharding | None,
@@ -99,17 +170,38 @@ def new_sharded_parameter(
 ) -> torch.nn.Parameter:
     """A parameter holding this rank's shard of a freshly initialised full tensor.
 
-    The full tensor is drawn on the CPU (so every tensor-parallel size draws the same numbers
-    in the same order) in float32, then sharded, cast to ``dtype`` and moved to ``device``
-    (default: torch's current default device, so ``with torch.device("cuda"):`` works).
-    On the meta device nothing is drawn: ``with torch.device("meta"):`` builds a model's
-    structure and shapes at no cost (for inspection), and leaves the CPU generator untouched.
+    The parameter takes one stream from torch's global CPU generator (the same on every rank
+    and tensor-parallel size), and only its shard is drawn (see :mod:`megaspec.parallel.draws`),
+    in float32 on the CPU, then cast to ``dtype`` and copied to ``device`` (default: torch's
+    current default device, so ``with torch.device("cuda"):`` works). On the meta device
+    nothing is drawn but the stream: the parameter records a :class:`ParameterInit`, and
+    :func:`megaspec.parallel.materialize` later draws exactly what eager construction would.
+
+    Raises:
+        ValueError: if the sharded dimension does not split evenly.
     """
     target = device if device is not None else torch.empty(0).device
-    full = torch.empty(full_shape, dtype=torch.float32, device="meta" if target.type == "meta" else "cpu")
-    init_method(full)
-    local = full if sharding is None else shard_of_full(full, sharding, groups.tensor_rank, groups.tensor_size)
-    parameter = torch.nn.Parameter(local.to(device=target, dtype=dtype).contiguous())
+    record = ParameterInit(
+        draw_stream(), init_method, tuple(full_shape), sharding, groups.tensor_rank, groups.tensor_size
+    )
+    parameter = torch.nn.Parameter(torch.empty(record.local_shape(), dtype=dtype, device=target))
+    if target.type == "meta":
+        setattr(parameter, _INIT_ATTRIBUTE, record)
+    else:
+        with torch.no_grad():
+            record.fill_(parameter)
     if sharding is not None:
         mark_sharded(parameter, sharding)
     return parameter
+
+
+def init_tensor_(tensor: Tensor, init_method: InitMethod) -> Tensor:
+    """Fill ``tensor`` (any device and dtype) with ``init_method``'s values as a replicated
+    parameter, from a new stream of torch's global CPU generator; returns ``tensor``.
+
+    For weights megaspec does not create, e.g. a plain ``torch.nn`` module in a slot.
+    """
+    record = ParameterInit(draw_stream(), init_method, tuple(tensor.shape), None, 0, 1)
+    with torch.no_grad():
+        record.fill_(tensor)
+    return tensor

@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 
 from megaspec.backends import torch as torch_backend
-from megaspec.parallel import InitMethod, ParallelGroups
+from megaspec.parallel import InitMethod, ParallelGroups, init_tensor_
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 
 
@@ -24,8 +24,7 @@ def torch_rms_norm(
     if sharded_input and groups.tensor_size > 1:
         raise ValueError("torch.nn.RMSNorm does not sum its gradients over tensor-parallel ranks")
     norm = torch.nn.RMSNorm(hidden_size, eps=config.norm_epsilon, dtype=config.params_dtype)
-    with torch.no_grad():
-        init_method(norm.weight)
+    init_tensor_(norm.weight, init_method)
     return norm
 
 
