@@ -61,7 +61,7 @@ class UniformDraws:
     def rows(self) -> Tensor:
         """Global indices along dimension 0 of the block's rows, ``[shape[0]]`` (int64)."""
         first = self._start if self._dim == 0 else 0
-        return torch.arange(first, first + self.shape[0])
+        return torch.arange(first, first + self.shape[0], device="cpu")
 
     def first(self) -> Tensor:
         """The first uniform of every element, ``shape``, float32 in ``[0, 1)``."""
@@ -86,7 +86,8 @@ class UniformDraws:
 
 
 InitMethod = Callable[[UniformDraws], Tensor]
-"""Maps a block's :class:`UniformDraws` to its values (float32, the block's shape).
+"""Maps a block's :class:`UniformDraws` to its values (float32 on the CPU, the block's shape;
+make new tensors with ``device="cpu"``: the default device may be ``meta``).
 
 It must be *elementwise*: an element's value depends only on its own uniforms (and its row
 index), never on the block's size or other elements. That is what makes a shard drawn alone

@@ -55,7 +55,7 @@ def zeros_init() -> InitMethod:
     """All zeros (biases); draws nothing."""
 
     def init(draws: UniformDraws) -> Tensor:
-        return torch.zeros(draws.shape)
+        return torch.zeros(draws.shape, device="cpu")
 
     return init
 
@@ -64,7 +64,7 @@ def ones_init() -> InitMethod:
     """All ones (norm scales); draws nothing."""
 
     def init(draws: UniformDraws) -> Tensor:
-        return torch.ones(draws.shape)
+        return torch.ones(draws.shape, device="cpu")
 
     return init
 
