@@ -30,6 +30,7 @@ from typing import Final
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -111,7 +112,8 @@ def save_training_checkpoint(
     waiting at a barrier, as any collective does.
 
     Raises:
-        CheckpointError: if ``root/step-<step>`` exists, or ``keep_last`` is below 1.
+        CheckpointError: if ``root/step-<step>`` exists, ``keep_last`` is below 1, or DCP
+            failed to write (on any rank; the message holds each failing rank's traceback).
     """
     if keep_last is not None and keep_last < 1:
         raise CheckpointError(f"keep_last must be at least 1, got {keep_last}")
@@ -150,7 +152,10 @@ def _write_contents(
     rng_bytes = torch.get_rng_state().numpy().tobytes()  # before anything could draw
     state = _state_dict(model, optimizer)
     tree = for_saving(state, sharded_keys(model, _MODEL, _OPTIMIZER), tensor_mesh(groups))
-    dcp.save(tree, storage_writer=dcp.FileSystemWriter(staging), no_dist=not dist.is_initialized())
+    try:
+        dcp.save(tree, storage_writer=dcp.FileSystemWriter(staging), no_dist=not dist.is_initialized())
+    except CheckpointException as error:  # a BaseException: `except Exception` would miss it
+        raise CheckpointError(f"{staging}: saving failed: {error}") from error
     rng_file = staging / RNG_DIRECTORY / f"rank-{rank:05d}.bin"
     rng_file.parent.mkdir(exist_ok=True)
     rng_file.write_bytes(rng_bytes)
