@@ -52,7 +52,8 @@ def logical_view(tensor: Tensor, sharding: TensorParallelSharding | None, mesh: 
     local = tensor.detach()
     dim = sharding.dim
     if sharding.parts > 1:  # [.., parts * rows/tp, ..] -> [.., parts, rows/tp, ..]
-        local = local.unflatten(dim, (sharding.parts, -1))
+        shape = [*local.shape[:dim], sharding.parts, local.shape[dim] // sharding.parts, *local.shape[dim + 1 :]]
+        local = local.view(shape)
         dim += 1
     if mesh is None:
         return local

@@ -25,11 +25,13 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -40,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from megaspec.checkpoint.errors import CheckpointError
+from megaspec.checkpoint.optimizer_groups import read_optimizer_groups, write_optimizer_groups
 from megaspec.checkpoint.manifest import read_manifest, verify_files, write_manifest
 from megaspec.checkpoint.pretrained import architecture_values
 from megaspec.checkpoint.resharding import copy_padded, for_loading, for_saving, sharded_keys, tensor_mesh
@@ -150,10 +153,12 @@ def _write_contents(
 ) -> None:
     """Model and optimizer through DCP, then this rank's RNG state."""
     rng_bytes = torch.get_rng_state().numpy().tobytes()  # before anything could draw
-    state = _state_dict(model, optimizer)
+    state, optimizer_groups = _state_dict(model, optimizer)
     tree = for_saving(state, sharded_keys(model, _MODEL, _OPTIMIZER), tensor_mesh(groups))
+    if optimizer_groups is not None and rank == 0:
+        write_optimizer_groups(staging, optimizer_groups)
     try:
-        dcp.save(tree, storage_writer=dcp.FileSystemWriter(staging), no_dist=not dist.is_initialized())
+        dcp_save(tree, storage_writer=FileSystemWriter(staging), no_dist=not dist.is_initialized())
     except CheckpointException as error:  # a BaseException: `except Exception` would miss it
         raise CheckpointError(f"{staging}: saving failed: {error}") from error
     rng_file = staging / RNG_DIRECTORY / f"rank-{rank:05d}.bin"
@@ -161,11 +166,26 @@ def _write_contents(
     rng_file.write_bytes(rng_bytes)
 
 
-def _state_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, object]:
+def _state_dict(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The tensors for DCP (model, optimizer states by parameter name) and the optimizer's
+    param_groups, kept apart (see :mod:`megaspec.checkpoint.optimizer_groups`).
+
+    Raises:
+        CheckpointError: for an optimizer state that is not a tensor.
+    """
     if optimizer is None:
-        return {_MODEL: get_model_state_dict(model)}
+        return {_MODEL: get_model_state_dict(model)}, None
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    return {_MODEL: model_state, _OPTIMIZER: optimizer_state}
+    # get_state_dict's layout: {"state": {fqn: {name: value}}, "param_groups": [{...}]}
+    states: dict[str, dict[str, Any]] = optimizer_state["state"]  # type: ignore[assignment]  # typed as a loose union
+    param_groups: list[dict[str, Any]] = optimizer_state["param_groups"]  # type: ignore[assignment]  # as above
+    for name, values in states.items():
+        for key, value in values.items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"optimizer state {name}.{key}: {value!r} is not a tensor")
+    return {_MODEL: model_state, _OPTIMIZER: {"state": states}}, param_groups
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -258,27 +278,15 @@ def load_weights(
     groups: ParallelGroups, *, distributed: bool,
 ) -> None:
     """DCP-load model (and optimizer) state from a verified checkpoint, resharding as needed."""
-    reader = dcp.FileSystemReader(directory)
+    reader = FileSystemReader(directory)
     saved = reader.read_metadata().state_dict_metadata  # pickle: hash-checked just before
-    state = _state_dict(model, optimizer)
+    state, _ = _state_dict(model, optimizer)
     view = for_loading(state, sharded_keys(model, _MODEL, _OPTIMIZER), tensor_mesh(groups), saved, groups)
-    dcp.load(view.tree, storage_reader=reader, no_dist=not distributed)
-    copy_padded(view.padded)
+    dcp_load(view.tree, storage_reader=reader, no_dist=not distributed)
+    copy_padded(view.padded)  # the tensors of `state` now hold the checkpoint's values
     options = StateDictOptions(strict=True)
     if optimizer is None:
-        set_model_state_dict(model, state[_MODEL], options=options)  # type: ignore[arg-type]  # a dict of tensors
+        set_model_state_dict(model, state[_MODEL], options=options)
     else:
-        optimizer_state = _with_loaded_values(state[_OPTIMIZER], view.tree[_OPTIMIZER])
-        set_state_dict(model, optimizer, model_state_dict=state[_MODEL], optim_state_dict=optimizer_state, options=options)  # type: ignore[arg-type]  # dicts built by get_state_dict
-
-
-def _with_loaded_values(original: object, loaded: object) -> object:
-    """The optimizer state with plain values (learning rates, betas) as DCP loaded them and
-    tensors as the originals (loaded in place through their views)."""
-    if isinstance(original, dict):
-        assert isinstance(loaded, dict)
-        return {key: _with_loaded_values(value, loaded[key]) for key, value in original.items()}
-    if isinstance(original, list):
-        assert isinstance(loaded, list)
-        return [_with_loaded_values(value, other) for value, other in zip(original, loaded)]
-    return original if isinstance(original, torch.Tensor) else loaded
+        optimizer_state = {"state": state[_OPTIMIZER]["state"], "param_groups": read_optimizer_groups(directory)}
+        set_state_dict(model, optimizer, model_state_dict=state[_MODEL], optim_state_dict=optimizer_state, options=options)

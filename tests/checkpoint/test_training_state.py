@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
 from megaspec.checkpoint import (
     CheckpointError,
@@ -145,7 +145,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path, m
     def disk_full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(dcp.FileSystemWriter, "write_data", disk_full)
+    monkeypatch.setattr(FileSystemWriter, "write_data", disk_full)
     with pytest.raises(CheckpointError, match="(?s)saving failed: .*No space left on device"):
         save(tmp_path, step=2)
     monkeypatch.undo()
