@@ -20,6 +20,9 @@ and only after its hash matched.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 import re
 import secrets
 import shutil
@@ -86,6 +89,14 @@ def _rank_and_world() -> tuple[int, int]:
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """Silence DCP's warning that it runs on one process: that is what ``no_dist`` asks for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
 
 def _staging_name(target: Path) -> str:
@@ -158,7 +169,8 @@ def _write_contents(
     if optimizer_groups is not None and rank == 0:
         write_optimizer_groups(staging, optimizer_groups)
     try:
-        dcp_save(tree, storage_writer=FileSystemWriter(staging), no_dist=not dist.is_initialized())
+        with _quiet_single_process():
+            dcp_save(tree, storage_writer=FileSystemWriter(staging), no_dist=not dist.is_initialized())
     except CheckpointException as error:  # a BaseException: `except Exception` would miss it
         raise CheckpointError(f"{staging}: saving failed: {error}") from error
     rng_file = staging / RNG_DIRECTORY / f"rank-{rank:05d}.bin"
@@ -282,7 +294,8 @@ def load_weights(
     saved = reader.read_metadata().state_dict_metadata  # pickle: hash-checked just before
     state, _ = _state_dict(model, optimizer)
     view = for_loading(state, sharded_keys(model, _MODEL, _OPTIMIZER), tensor_mesh(groups), saved, groups)
-    dcp_load(view.tree, storage_reader=reader, no_dist=not distributed)
+    with _quiet_single_process():
+        dcp_load(view.tree, storage_reader=reader, no_dist=not distributed)
     copy_padded(view.padded)  # the tensors of `state` now hold the checkpoint's values
     options = StateDictOptions(strict=True)
     if optimizer is None:
