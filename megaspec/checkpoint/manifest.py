@@ -93,8 +93,12 @@ def read_manifest(directory: Path) -> Manifest:
         if document.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: version {document.get('version')!r}, expected {FORMAT_VERSION}")
         layout = document["layout"]
-        files = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in document["files"].items()}
-        return Manifest(int(document["step"]), int(layout["tensor_parallel_size"]), int(layout["world_size"]), files)
+        files = {
+            name: (int(entry["bytes"]), str(entry["sha256"]))
+            for name, entry in document["files"].items()
+        }
+        sizes = int(layout["tensor_parallel_size"]), int(layout["world_size"])
+        return Manifest(int(document["step"]), *sizes, files)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         if isinstance(error, CheckpointError):
             raise
@@ -120,12 +124,16 @@ def verify_files(directory: Path, manifest: Manifest, *, distributed: bool) -> N
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     names = sorted(manifest.files)
     mine = {name for index, name in enumerate(names) if index % world == rank or name == DCP_METADATA_FILE}
-    problem = next((name for name in sorted(mine) if sha256_of(directory / name) != manifest.files[name][1]), None)
+    differing = (name for name in sorted(mine) if sha256_of(directory / name) != manifest.files[name][1])
+    problem = next(differing, None)
     if distributed:
         flag = torch.tensor([rank + 1 if problem is not None else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if problem is None and int(flag) > 0:
-            raise CheckpointError(f"{directory}: corrupt checkpoint: rank {int(flag) - 1} found a file whose sha256 differs")
+            raise CheckpointError(
+                f"{directory}: corrupt checkpoint: rank {int(flag) - 1} found a file whose "
+                f"sha256 differs"
+            )
     if problem is not None:
         raise CheckpointError(
             f"{directory / problem}: corrupt file: its sha256 differs from the one in {MANIFEST_FILE}"

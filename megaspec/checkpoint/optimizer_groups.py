@@ -27,7 +27,9 @@ def _encode(value: Any) -> Any:
         return {key: _encode(item) for key, item in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise CheckpointError(f"optimizer param_groups: a {type(value).__name__} cannot be saved as JSON: {value!r}")
+    raise CheckpointError(
+        f"optimizer param_groups: a {type(value).__name__} cannot be saved as JSON: {value!r}"
+    )
 
 
 def _decode(value: Any) -> Any:

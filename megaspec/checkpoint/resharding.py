@@ -52,7 +52,8 @@ def logical_view(tensor: Tensor, sharding: TensorParallelSharding | None, mesh: 
     local = tensor.detach()
     dim = sharding.dim
     if sharding.parts > 1:  # [.., parts * rows/tp, ..] -> [.., parts, rows/tp, ..]
-        shape = [*local.shape[:dim], sharding.parts, local.shape[dim] // sharding.parts, *local.shape[dim + 1 :]]
+        rows = local.shape[dim] // sharding.parts
+        shape = [*local.shape[:dim], sharding.parts, rows, *local.shape[dim + 1 :]]
         local = local.view(shape)
         dim += 1
     if mesh is None:
@@ -91,7 +92,10 @@ def _sharding_for(key: str, tensor: Tensor, sharded: Mapping[str, Sharded]) -> T
 def map_tree(tree: Tree, function: Callable[[str, Any], Any], path: str = "") -> Tree:
     """A copy of ``tree`` with every leaf replaced by ``function(dotted key, leaf)``."""
     if isinstance(tree, Mapping):
-        return {key: map_tree(value, function, f"{path}.{key}" if path else str(key)) for key, value in tree.items()}
+        return {
+            key: map_tree(value, function, f"{path}.{key}" if path else str(key))
+            for key, value in tree.items()
+        }
     if isinstance(tree, list):
         return [map_tree(value, function, f"{path}.{index}") for index, value in enumerate(tree)]
     return function(path, tree)
@@ -150,7 +154,8 @@ def for_loading(
             raise CheckpointError(f"{key}: not in the checkpoint (saved for another architecture?)")
         if entry.size == view.shape:
             return view
-        if sharding is not None and sharding.parts == 1 and _differs_only_at(entry.size, view.shape, sharding.dim):
+        padded_only = sharding is not None and _differs_only_at(entry.size, view.shape, sharding.dim)
+        if sharding is not None and sharding.parts == 1 and padded_only:
             full = torch.empty(entry.size, dtype=leaf.dtype)
             padded.append(PaddedRead(full, leaf.detach(), sharding.dim, groups.tensor_rank))
             return full
@@ -170,8 +175,11 @@ def copy_padded(reads: list[PaddedRead]) -> None:
             start = read.rank * rows
             stop = min(start + rows, read.saved.shape[read.dim])
             if stop > start:
-                read.target.narrow(read.dim, 0, stop - start).copy_(read.saved.narrow(read.dim, start, stop - start))
+                block = read.saved.narrow(read.dim, start, stop - start)
+                read.target.narrow(read.dim, 0, stop - start).copy_(block)
 
 
 def _differs_only_at(saved: torch.Size, current: torch.Size, dim: int) -> bool:
-    return len(saved) == len(current) and all(a == b for index, (a, b) in enumerate(zip(saved, current)) if index != dim)
+    if len(saved) != len(current):
+        return False
+    return all(a == b for index, (a, b) in enumerate(zip(saved, current)) if index != dim)

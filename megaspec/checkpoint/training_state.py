@@ -143,7 +143,8 @@ def save_training_checkpoint(
         _write_contents(staging, model, optimizer, groups, rank)
         if rank == 0:
             save(run, staging / CONFIG_FILE)
-            (staging / STATE_FILE).write_text(json.dumps({"step": step, "data_position": data_position}) + "\n")
+            progress = {"step": step, "data_position": data_position}
+            (staging / STATE_FILE).write_text(json.dumps(progress) + "\n")
         _barrier()  # every rank's files are in place before they are hashed
         if rank == 0:
             write_manifest(staging, step=step, tensor_parallel_size=groups.tensor_size, world_size=world)
@@ -191,13 +192,14 @@ def _state_dict(
         return {_MODEL: get_model_state_dict(model)}, None
     model_state, optimizer_state = get_state_dict(model, optimizer)
     # get_state_dict's layout: {"state": {fqn: {name: value}}, "param_groups": [{...}]}
-    states: dict[str, dict[str, Any]] = optimizer_state["state"]  # type: ignore[assignment]  # typed as a loose union
-    param_groups: list[dict[str, Any]] = optimizer_state["param_groups"]  # type: ignore[assignment]  # as above
+    # (typed by torch as a loose union of values, hence the ignores)
+    states: dict[str, dict[str, Any]] = optimizer_state["state"]  # type: ignore[assignment]  # see above
+    named_groups: list[dict[str, Any]] = optimizer_state["param_groups"]  # type: ignore[assignment]  # see above
     for name, values in states.items():
         for key, value in values.items():
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"optimizer state {name}.{key}: {value!r} is not a tensor")
-    return {_MODEL: model_state, _OPTIMIZER: {"state": states}}, param_groups
+    return {_MODEL: model_state, _OPTIMIZER: {"state": states}}, named_groups
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -301,5 +303,9 @@ def load_weights(
     if optimizer is None:
         set_model_state_dict(model, state[_MODEL], options=options)
     else:
-        optimizer_state = {"state": state[_OPTIMIZER]["state"], "param_groups": read_optimizer_groups(directory)}
-        set_state_dict(model, optimizer, model_state_dict=state[_MODEL], optim_state_dict=optimizer_state, options=options)
+        param_groups = read_optimizer_groups(directory)
+        optimizer_state = {"state": state[_OPTIMIZER]["state"], "param_groups": param_groups}
+        set_state_dict(
+            model, optimizer, model_state_dict=state[_MODEL], optim_state_dict=optimizer_state,
+            options=options,
+        )  # fmt: skip
