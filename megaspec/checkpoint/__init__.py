@@ -36,6 +36,13 @@ from megaspec.checkpoint.pretrained import (
     from_pretrained,
 )
 from megaspec.checkpoint.sources import SafetensorsSource, StateDictSource, TensorSource
+from megaspec.checkpoint.training_state import (
+    TrainingState,
+    latest_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from megaspec.checkpoint.consolidate import export_consolidated
 from megaspec.checkpoint.writing import DEFAULT_MAX_SHARD_BYTES
 
 __all__ = [
@@ -51,22 +58,27 @@ __all__ = [
     "SafetensorsSource",
     "StateDictSource",
     "TensorSource",
+    "TrainingState",
     "check_same_architecture",
+    "export_consolidated",
     "export_hf",
     "export_peft",
     "from_megatron",
     "from_pretrained",
     "hf_config_from_model",
+    "latest_checkpoint",
     "llama_architecture",
     "load_adapters",
     "load_from_megatron",
     "load_hf_weights",
     "load_megaspec_weights",
+    "load_training_checkpoint",
     "megatron_arguments",
     "model_config",
     "model_data_from_hf",
     "model_to_megatron",
     "open_hf_checkpoint",
     "save_adapters",
+    "save_training_checkpoint",
     "to_megatron",
 ]
