@@ -9,6 +9,7 @@ ignores the ``tp`` dimension must not.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -103,6 +104,9 @@ def one_process() -> History:
 
 def assert_same(history: History, reference: History, what: str) -> None:
     for key in ("loss", "grad_norm"):
+        if os.environ.get("SHOW_DIFFERENCES"):
+            difference = (torch.tensor(history[key]) - torch.tensor(reference[key])).abs()
+            print(what, key, f"max abs difference {float(difference.max()):.3g}")
         torch.testing.assert_close(
             torch.tensor(history[key]), torch.tensor(reference[key]), rtol=RTOL, atol=ATOL,
             msg=lambda message: f"{what}, {key}: {message}",
@@ -127,9 +131,16 @@ def train_layouts_two_ways(runs: list[tuple[str, bool]]) -> tuple[list[History],
     return train_layouts(1, runs), train_layouts(2, runs)
 
 
+def four_ranks(runs: list[tuple[str, bool]]) -> tuple[dict[str, Any], list[History]]:
+    """On 4 ranks (one spawn, to save time): the mesh's layout, then DP=2 x TP=2 training."""
+    return groups_of_a_mesh(), train_layouts(2, runs)
+
+
 def test_dp2_by_tp2_matches_one_process_and_needs_the_tp_norm(one_process: History) -> None:
     runs = [("fsdp", False), ("ddp", False), ("fsdp", True)]
-    for rank, (fsdp, ddp, clip_ignoring_tp) in enumerate(run_on_ranks(4, train_layouts, 2, runs)):
+    results = run_on_ranks(4, four_ranks, runs)
+    check_layout_of_four_ranks([layout for layout, _ in results])
+    for rank, (_, (fsdp, ddp, clip_ignoring_tp)) in enumerate(results):
         assert_same(fsdp, one_process, f"DP=2 x TP=2 fsdp, rank {rank}")
         assert_same(ddp, one_process, f"DP=2 x TP=2 ddp, rank {rank}")
         with pytest.raises(AssertionError):
@@ -185,8 +196,8 @@ def groups_of_a_mesh() -> dict[str, Any]:
     }
 
 
-def test_init_parallel_puts_consecutive_ranks_in_a_tensor_parallel_group() -> None:
-    results = run_on_ranks(4, groups_of_a_mesh)
+def check_layout_of_four_ranks(results: list[dict[str, Any]]) -> None:
+    """init_parallel(2) on 4 ranks: consecutive ranks share a tensor-parallel group."""
     assert [r["ranks"] for r in results] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert {r["sizes"] for r in results} == {(2, 2)}
     assert results[0]["mesh"] == [[0, 1], [2, 3]]
