@@ -36,7 +36,9 @@ def test_more_tensor_parallel_ranks_than_heads_is_refused_before_building() -> N
 
 
 def test_a_run_config_checks_the_model_against_its_tensor_parallel_size() -> None:
-    model = {"decoder": {"type": "repeat", "block": {"mixer": {"type": "attention", "num_heads": 4}}}}
-    overrides = [{"model": model}, "parallel.tensor_parallel_size=8"]
-    with pytest.raises(ConfigError, match=r"^model.decoder.block.mixer.num_heads: 4 is not divisible"):
+    mixer = {"type": "attention", "num_heads": 4}
+    model = {"decoder": {"type": "repeat", "block": {"mixer": mixer}}}
+    overrides: list[str | dict[str, object]] = [{"model": model}, "parallel.tensor_parallel_size=8"]
+    message = r"^model.decoder.block.mixer.num_heads: 4 is not divisible"
+    with pytest.raises(ConfigError, match=message):
         resolve(RunConfig, overrides=overrides)
