@@ -54,18 +54,26 @@ def data_parallel(
     Either way gradients are averaged over ``dp``, so with each replica taking an equal
     slice of the global batch (:func:`local_batch`) a step matches one process on the whole
     batch. Build the optimizer afterwards (``megaspec.optim.parameter_groups``) and clip with
-    :func:`megaspec.parallel.clip_grad_norm`.
+    :func:`megaspec.parallel.clip_grad_norm`. A model built on the meta device must be
+    materialised first (:func:`megaspec.parallel.materialize` draws tensor-parallel shards,
+    not FSDP's DTensors).
 
     Raises:
         ValueError: if ``groups`` has no data group, or ``"fsdp"`` is asked of groups not made
             from a mesh (:meth:`ParallelGroups.from_mesh`, :func:`init_parallel`), or
-            ``engine`` is unknown.
+            ``engine`` is unknown, or a parameter is still on the meta device.
     """
     data = groups.data
     if data is None:
         raise ValueError(
             "data_parallel needs groups with a data-parallel group; build them with "
             "megaspec.parallel.init_parallel or ParallelGroups.from_mesh"
+        )
+    meta = [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    if meta:
+        raise ValueError(
+            f"{meta[0]} (and {len(meta) - 1} more) is on the meta device; call "
+            f"megaspec.parallel.materialize(model) before data_parallel"
         )
     if engine == "ddp":
         return DistributedDataParallel(model, process_group=data)

@@ -132,7 +132,12 @@ def test_dp2_and_tp2_match_one_process(one_process: History) -> None:
 
 
 def train_layouts_two_ways(runs: list[tuple[str, bool]]) -> tuple[list[History], list[History]]:
-    """On 2 ranks: DP=2 x TP=1, then DP=1 x TP=2."""
+    """On 2 ranks: DP=2 x TP=1, then DP=1 x TP=2 (and a meta-device model is refused)."""
+    groups = init_parallel(1)
+    with torch.device("meta"):
+        model = build(groups)
+    with pytest.raises(ValueError, match=r"^embedding.weight \(and \d+ more\) is on the meta"):
+        data_parallel(model, groups)
     return train_layouts(1, runs), train_layouts(2, runs)
 
 
