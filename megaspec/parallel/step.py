@@ -53,9 +53,7 @@ def global_mean_loss(loss: Tensor, groups: ParallelGroups) -> Tensor:
     mean = loss.detach().clone()
     data = groups.data
     if data is not None and groups.data_size > 1:
-        # SUM then divide: gloo has no ReduceOp.AVG.
-        dist.all_reduce(mean, group=data)
-        mean /= groups.data_size
+        dist.all_reduce(mean, op=dist.ReduceOp.AVG, group=data)
     return mean
 
 
