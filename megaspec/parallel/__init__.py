@@ -21,6 +21,7 @@ from megaspec.parallel.collectives import (
     scatter_to_tensor_parallel_region,
 )
 from megaspec.parallel.cross_entropy import vocab_parallel_cross_entropy
+from megaspec.parallel.data_parallel import Engine, data_parallel, local_batch
 from megaspec.parallel.draws import UniformDraws
 from megaspec.parallel.embedding import (
     VocabParallelEmbedding,
@@ -61,6 +62,7 @@ from megaspec.parallel.linear import (
     sequence_parallel_replicated,
 )
 from megaspec.parallel.materialize import materialize
+from megaspec.parallel.mesh import init_parallel
 from megaspec.parallel.random import seeded_initialization
 from megaspec.parallel.sharding import (
     InitMethod,
@@ -75,27 +77,35 @@ from megaspec.parallel.sharding import (
     shard_of_full,
     sharding_of,
 )
+from megaspec.parallel.step import StepResult, clip_grad_norm, global_mean_loss, train_step
 
 __all__ = [
     "ColumnParallelLinear",
+    "Engine",
     "GatedFc1Rows",
     "InitMethod",
     "ParallelGroups",
     "ParameterInit",
     "QkvRows",
     "RowParallelLinear",
+    "StepResult",
     "TensorParallelSharding",
     "UniformDraws",
     "VocabParallelEmbedding",
     "VocabRows",
+    "clip_grad_norm",
     "column_parallel_matmul",
     "copy_to_tensor_parallel_region",
+    "data_parallel",
     "full_from_shards",
     "gated_fc1_rows",
     "gather_from_sequence_parallel_region",
     "gather_from_tensor_parallel_region",
     "gather_full",
+    "global_mean_loss",
+    "init_parallel",
     "init_tensor_",
+    "local_batch",
     "mark_sharded",
     "materialize",
     "new_sharded_parameter",
@@ -123,6 +133,7 @@ __all__ = [
     "shard_index",
     "shard_of_full",
     "sharding_of",
+    "train_step",
     "uniform_init",
     "unpack_gated_fc1",
     "unpack_qkv",

@@ -6,6 +6,7 @@ import weakref
 from typing import Any
 
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
 
 _GroupReference = Any  # weakref.ref[dist.ProcessGroup] | None; ProcessGroup is a pybind class
 
@@ -38,7 +39,9 @@ class ParallelGroups:
     ``tensor`` is the tensor-parallel group; ``None`` means tensor-parallel size 1 (a single
     process, or data parallelism only). ``data`` is the data-parallel group, used by the
     training loop, never by layers. Build one with :meth:`single` (no ``torch.distributed``
-    needed, e.g. in a notebook) or :meth:`tensor_parallel_over_world`.
+    needed, e.g. in a notebook), :meth:`tensor_parallel_over_world`, :meth:`from_mesh` (a
+    ``dp`` x ``tp`` :class:`~torch.distributed.device_mesh.DeviceMesh`) or
+    :func:`megaspec.parallel.init_parallel` (under torchrun).
 
     The groups are held by weak references, so a model never keeps a process group alive:
     ``torch.distributed.destroy_process_group()`` really tears it down, and the process
@@ -47,15 +50,23 @@ class ParallelGroups:
     was destroyed raises ``RuntimeError``.
     """
 
-    __slots__ = ("_tensor", "_data")
+    __slots__ = ("_tensor", "_data", "_mesh")
     _tensor: _GroupReference
     _data: _GroupReference
+    _mesh: DeviceMesh | None
 
     def __init__(
-        self, tensor: dist.ProcessGroup | None = None, data: dist.ProcessGroup | None = None
+        self,
+        tensor: dist.ProcessGroup | None = None,
+        data: dist.ProcessGroup | None = None,
+        *,
+        mesh: DeviceMesh | None = None,
     ) -> None:
         object.__setattr__(self, "_tensor", weak_group(tensor))
         object.__setattr__(self, "_data", weak_group(data))
+        # A DeviceMesh records its groups by name, not by reference, so holding it strongly
+        # keeps no process group alive.
+        object.__setattr__(self, "_mesh", mesh)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"ParallelGroups is immutable; cannot set {name!r}")
@@ -79,6 +90,27 @@ class ParallelGroups:
                 "for one process"
             )
         return ParallelGroups(tensor=dist.group.WORLD)
+
+    @staticmethod
+    def from_mesh(mesh: DeviceMesh) -> ParallelGroups:
+        """Groups of a two-dimensional mesh named ``("dp", "tp")``, ``tp`` innermost.
+
+        ``tp`` innermost makes each tensor-parallel group consecutive ranks (one node's GPUs,
+        where the per-layer all-reduces are cheapest). A ``tp`` size of 1 gives
+        ``tensor=None``, so layers skip their collectives; ``data`` is always the ``dp``
+        group (size 1 included), for :func:`megaspec.parallel.data_parallel`.
+
+        Raises:
+            ValueError: if the mesh is not two-dimensional with dimensions ``("dp", "tp")``.
+        """
+        if mesh.mesh_dim_names != ("dp", "tp"):
+            raise ValueError(
+                f"ParallelGroups.from_mesh needs a mesh with dimensions ('dp', 'tp') (tp "
+                f"innermost), got {mesh.mesh_dim_names} of shape {tuple(mesh.shape)}"
+            )
+        tensor_mesh = mesh["tp"]
+        tensor = None if tensor_mesh.size() == 1 else tensor_mesh.get_group()
+        return ParallelGroups(tensor=tensor, data=mesh["dp"].get_group(), mesh=mesh)
 
     @staticmethod
     def layout_only(tensor_size: int, tensor_rank: int = 0) -> ParallelGroups:
@@ -105,6 +137,23 @@ class ParallelGroups:
         return strong_group(self._data, "data-parallel")
 
     @property
+    def mesh(self) -> DeviceMesh | None:
+        """The ``("dp", "tp")`` mesh these groups came from (``None``: not from a mesh)."""
+        return self._mesh
+
+    @property
+    def data_size(self) -> int:
+        """Number of data-parallel replicas (1 without a data group)."""
+        group = self.data
+        return 1 if group is None else dist.get_world_size(group)
+
+    @property
+    def data_rank(self) -> int:
+        """This process's rank among the data-parallel replicas."""
+        group = self.data
+        return 0 if group is None else dist.get_rank(group)
+
+    @property
     def tensor_size(self) -> int:
         """Number of ranks that share each tensor-parallel layer."""
         group = self.tensor
@@ -119,15 +168,21 @@ class ParallelGroups:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ParallelGroups):
             return NotImplemented
-        return (self._tensor, self._data) == (other._tensor, other._data)
+        return (self._tensor, self._data, id(self._mesh)) == (
+            other._tensor,
+            other._data,
+            id(other._mesh),
+        )
 
     def __hash__(self) -> int:
-        return hash((self._tensor, self._data))
+        return hash((self._tensor, self._data, id(self._mesh)))
 
     def __repr__(self) -> str:
         if self._tensor is None and self._data is None:
             return "ParallelGroups.single()"
-        return f"ParallelGroups(tensor size {self.tensor_size}, data {'set' if self._data else 'unset'})"
+        if self._data is not None:
+            return f"ParallelGroups(data size {self.data_size}, tensor size {self.tensor_size})"
+        return f"ParallelGroups(tensor size {self.tensor_size}, data unset)"
 
 
 class _LayoutOnlyGroups(ParallelGroups):
@@ -150,6 +205,23 @@ class _LayoutOnlyGroups(ParallelGroups):
             f"ParallelGroups.layout_only({self._size}) describes a layout; it has no process group "
             f"to communicate over"
         )
+
+    @property
+    def mesh(self) -> DeviceMesh | None:
+        """The ``("dp", "tp")`` mesh these groups came from (``None``: not from a mesh)."""
+        return self._mesh
+
+    @property
+    def data_size(self) -> int:
+        """Number of data-parallel replicas (1 without a data group)."""
+        group = self.data
+        return 1 if group is None else dist.get_world_size(group)
+
+    @property
+    def data_rank(self) -> int:
+        """This process's rank among the data-parallel replicas."""
+        group = self.data
+        return 0 if group is None else dist.get_rank(group)
 
     @property
     def tensor_size(self) -> int:
