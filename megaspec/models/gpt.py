@@ -166,7 +166,8 @@ class GPTModel(nn.Module):
             losses = vocab_parallel_cross_entropy(
                 logits, labels.t(), self.groups, vocab_size=self.vocab_size
             )
-            return losses.t()
+            # A copy, not a view: FSDP2 warns about (and cannot hook) outputs that are views.
+            return losses.t().contiguous()  # [b, s]
         full = gather_from_tensor_parallel_region(logits, self.groups.tensor)
         return full[..., : self.vocab_size].transpose(0, 1)
 
