@@ -31,6 +31,8 @@ class ByteTokenizer:
     """
 
     vocab_size: Final = 256
+    eos_id: Final = None
+    """No end-of-document id: all 256 ids are bytes (documents end with a newline instead)."""
 
     def encode(self, text: str) -> list[int]:
         """The UTF-8 bytes of ``text`` as ids in ``[0, 256)``."""
