@@ -145,9 +145,56 @@ def train_validation_split(
     return WindowSampler(tokens[:boundary]), WindowSampler(tokens[boundary:])
 
 
+# Imported last: these modules import ByteTokenizer and load_corpus from this package.
+from megaspec.data.config import BYTE_TOKENIZER, DataConfig, DataFormat, tokenizer_name  # noqa: E402
+from megaspec.data.loader import (  # noqa: E402
+    SequenceLoader,
+    epoch_seed,
+    evaluation_batches,
+    replica_rows,
+)
+from megaspec.data.packing import (  # noqa: E402
+    PackedData,
+    load_packed_data,
+    pack_sequences,
+    split_sequences,
+    tokenize_documents,
+)
+from megaspec.data.sources import (  # noqa: E402
+    TEXT_EXTENSIONS,
+    DataSourceError,
+    read_documents,
+)
+from megaspec.data.tokenization import (  # noqa: E402
+    HuggingFaceTokenizer,
+    Tokenizer,
+    document_separator,
+    load_tokenizer,
+)
+
 __all__ = [
+    "BYTE_TOKENIZER",
+    "TEXT_EXTENSIONS",
     "ByteTokenizer",
+    "DataConfig",
+    "DataFormat",
+    "DataSourceError",
+    "HuggingFaceTokenizer",
+    "PackedData",
+    "SequenceLoader",
+    "Tokenizer",
     "WindowSampler",
+    "document_separator",
+    "epoch_seed",
+    "evaluation_batches",
     "load_corpus",
+    "load_packed_data",
+    "load_tokenizer",
+    "pack_sequences",
+    "read_documents",
+    "replica_rows",
+    "split_sequences",
+    "tokenize_documents",
+    "tokenizer_name",
     "train_validation_split",
 ]

@@ -64,11 +64,7 @@ class SequenceLoader:
     def __init__(
         self, sequences: Tensor, *, batch_size: int, seed: int, dp_rank: int = 0, dp_size: int = 1
     ) -> None:
-        if sequences.dim() != 2 or sequences.shape[0] == 0 or sequences.shape[1] < 2:
-            raise ValueError(
-                f"sequences must be [rows >= 1, sequence_length + 1 >= 2], got shape "
-                f"{tuple(sequences.shape)}"
-            )
+        _check_sequences(sequences)
         self.rows = replica_rows(batch_size, dp_rank, dp_size)
         self.sequences = sequences
         self.batch_size = batch_size
@@ -141,13 +137,19 @@ def evaluation_batches(
     Raises:
         ValueError: as :class:`SequenceLoader`.
     """
-    loader = SequenceLoader(
-        sequences, batch_size=batch_size, seed=0, dp_rank=dp_rank, dp_size=dp_size
-    )
+    _check_sequences(sequences)
+    replica = replica_rows(batch_size, dp_rank, dp_size)
     batches = []
     for batch in range(count):
-        start = batch * batch_size + loader.rows.start
-        indices = torch.arange(start, start + loader.rows.stop - loader.rows.start)
-        rows = sequences[indices % loader.num_sequences]  # [local_batch, sequence_length + 1]
+        positions = torch.arange(replica.start, replica.stop) + batch * batch_size
+        rows = sequences[positions % sequences.shape[0]]  # [local_batch, sequence_length + 1]
         batches.append((rows[:, :-1], rows[:, 1:]))
     return batches
+
+
+def _check_sequences(sequences: Tensor) -> None:
+    if sequences.dim() != 2 or sequences.shape[0] == 0 or sequences.shape[1] < 2:
+        raise ValueError(
+            f"sequences must be [rows >= 1, sequence_length + 1 >= 2], got shape "
+            f"{tuple(sequences.shape)}"
+        )
