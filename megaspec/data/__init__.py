@@ -146,7 +146,12 @@ def train_validation_split(
 
 
 # Imported last: these modules import ByteTokenizer and load_corpus from this package.
-from megaspec.data.config import BYTE_TOKENIZER, DataConfig, DataFormat, tokenizer_name  # noqa: E402
+from megaspec.data.config import (  # noqa: E402
+    BYTE_TOKENIZER,
+    DataConfig,
+    DataFormat,
+    tokenizer_name,
+)
 from megaspec.data.loader import (  # noqa: E402
     SequenceLoader,
     epoch_seed,

@@ -115,5 +115,8 @@ def load_packed_data(
         ValueError: as :func:`pack_sequences` and :func:`split_sequences`.
     """
     tokens = tokenize_documents(read_documents(config), tokenizer)
-    train, validation = split_sequences(pack_sequences(tokens, sequence_length), validation_fraction)
-    return PackedData(train=train, validation=validation, tokenizer=tokenizer, tokens=tokens.numel())
+    sequences = pack_sequences(tokens, sequence_length)
+    train, validation = split_sequences(sequences, validation_fraction)
+    return PackedData(
+        train=train, validation=validation, tokenizer=tokenizer, tokens=tokens.numel()
+    )

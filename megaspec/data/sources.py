@@ -90,7 +90,9 @@ def read_text_file(path: Path) -> str:
     nul = raw.find(b"\x00")
     # UTF-8 text never holds NUL; a NUL means an image, archive or UTF-16 file.
     if nul >= 0:
-        raise DataSourceError(f"{path}: binary file (NUL byte at offset {nul}), expected UTF-8 text")
+        raise DataSourceError(
+            f"{path}: binary file (NUL byte at offset {nul}), expected UTF-8 text"
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
