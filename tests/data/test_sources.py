@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from megaspec.data import DataConfig, DataSourceError, load_corpus, read_documents
-from megaspec.schema import ConfigError
+from megaspec.data import (
+    DataConfig,
+    DataSourceError,
+    load_corpus,
+    read_documents,
+    tokenizer_name,
+)
+from megaspec.schema import ConfigError, from_data, to_data
 
 
 def test_no_path_reads_the_bundled_corpus_as_one_document() -> None:
@@ -94,3 +100,18 @@ def test_config_checks_name_the_field() -> None:
     with pytest.raises(ConfigError) as error:
         DataConfig(path="x.jsonl", format="jsonl", text_field="")
     assert str(error.value) == "DataConfig.text_field: must not be empty"
+
+
+def test_config_reads_from_plain_data_as_a_run_config_section() -> None:
+    config = from_data(DataConfig, {"path": "docs.jsonl", "format": "jsonl"}, "training.data")
+    assert (config.path, config.format, config.text_field) == ("docs.jsonl", "jsonl", "text")
+    assert to_data(config) == {"path": "docs.jsonl", "format": "jsonl"}
+    with pytest.raises(ConfigError) as error:
+        from_data(DataConfig, {"path": "a.csv", "format": "csv"}, "training.data")
+    assert str(error.value) == (
+        "training.data.format: expected one of 'text', 'jsonl', got 'csv' (str)"
+    )
+    assert tokenizer_name("byte") is None and tokenizer_name("tok/tokenizer.json") is None
+    assert tokenizer_name("gpt2") == (
+        "must be 'byte' or a path to a tokenizer.json file, got 'gpt2'"
+    )
