@@ -16,7 +16,7 @@ that point, with any number of replicas that divides the batch size.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -103,6 +103,36 @@ class SequenceLoader:
         if position < 0:
             raise ValueError(f"position must be >= 0, got {position}")
         self._position = position
+
+    def state_dict(self) -> dict[str, int]:
+        """The position and what it means: plain ints for a checkpoint's metadata."""
+        return {
+            "position": self._position,
+            "seed": self.seed,
+            "num_sequences": self.num_sequences,
+            "sequence_length": int(self.sequences.shape[1]) - 1,
+        }
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """:meth:`seek` a saved :meth:`state_dict`'s position, if it describes this data.
+
+        A position only means the same batches over the same sequences in the same order.
+
+        Raises:
+            ValueError: naming each of seed, sequence count and length that differs.
+        """
+        mine = self.state_dict()
+        differences = [
+            f"{key} {state[key]} (now {mine[key]})"
+            for key in ("seed", "num_sequences", "sequence_length")
+            if state[key] != mine[key]
+        ]
+        if differences:
+            raise ValueError(
+                "the saved data position belongs to other data: saved with "
+                + ", ".join(differences)
+            )
+        self.seek(state["position"])
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """This replica's rows of the next global batch: ``(inputs, labels)``, each

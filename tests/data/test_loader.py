@@ -98,3 +98,20 @@ def test_evaluation_batches_are_fixed_rows_in_order_wrapping_around() -> None:
     assert str(error.value) == (
         "sequences must be [rows >= 1, sequence_length + 1 >= 2], got shape (0, 5)"
     )
+
+
+def test_state_dict_resumes_only_the_same_data() -> None:
+    loader = SequenceLoader(numbered_sequences(), batch_size=2, seed=5)
+    loader.next_batch()
+    state = loader.state_dict()
+    assert state == {"position": 2, "seed": 5, "num_sequences": 10, "sequence_length": 4}
+    resumed = SequenceLoader(numbered_sequences(), batch_size=2, seed=5)
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.next_batch()[0], loader.next_batch()[0])
+    other = SequenceLoader(numbered_sequences(rows=12), batch_size=2, seed=6)
+    with pytest.raises(ValueError) as error:
+        other.load_state_dict(state)
+    assert str(error.value) == (
+        "the saved data position belongs to other data: saved with seed 5 (now 6), "
+        "num_sequences 10 (now 12)"
+    )
