@@ -1,5 +1,10 @@
 """A bundled text corpus, a byte-level tokenizer and a random-window sampler for training.
 
+The data pipeline of run configs lives in submodules and is exported here: document sources
+(:mod:`~megaspec.data.sources`), tokenizers (:mod:`~megaspec.data.tokenization`), packing into
+fixed-length sequences (:mod:`~megaspec.data.packing`) and the shuffled, resumable
+:class:`SequenceLoader` (:mod:`~megaspec.data.loader`).
+
 The corpus (``corpus.txt``, about 430 KB of English under the Python Software Foundation
 License; see ``NOTICE.md`` and :mod:`megaspec.data.build_corpus`) ships with the package so
 ``megaspec train`` runs with no download.
