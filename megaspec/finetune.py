@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,7 @@ from megaspec.models import GPTModel
 from megaspec.parallel import seeded_initialization
 from megaspec.peft import add_adapter, merge_and_unload, train_adapters_only
 from megaspec.training import CONFIG_FILE, TrainResult, save_trained_model, train
+from megaspec.training.files import write_progress
 
 BASE_FILE: Final = "base_model.json"
 
@@ -152,11 +154,19 @@ def finetune(
     model = _load_base(base, run, device)
     if run.peft is not None:
         attach_adapter(model, run.peft, seed=run.training.seed)
-        result = train(run, device=device, progress=progress, model=model)
+        result = train(
+            run, device=device, output_dir=output_dir, progress=progress, model=model, save_model=False
+        )
         if output_dir is not None:
             save_adapter_run(result.model, run, output_dir, base=base)
+            write_progress(run, output_dir, steps_done=len(result.losses),
+                           stopped_by=_signal_name(result.stop_signal))  # fmt: skip
         return result
     return train(run, device=device, output_dir=output_dir, progress=progress, model=model)
+
+
+def _signal_name(number: int | None) -> str | None:
+    return None if number is None else signal.Signals(number).name
 
 
 def _load_base(base: PathLike, run: RunConfig, device: str | torch.device) -> GPTModel:
