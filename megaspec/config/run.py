@@ -32,6 +32,8 @@ class TrainingConfig(Config):
         min_learning_rate: the floor of the cosine; ``None`` means a tenth of
             ``learning_rate`` (see :attr:`learning_rate_floor`), so lowering the peak alone
             keeps a valid schedule.
+        warmup_steps: steps of linear warmup from ``learning_rate / warmup_steps`` to
+            ``learning_rate``.
         weight_decay: AdamW decoupled weight decay of the weights that decay (matrices,
             unless a weight's config says otherwise).
         gradient_accumulation_steps: micro-batches each step's batch is split into (it must
