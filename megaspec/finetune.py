@@ -10,6 +10,7 @@ directory. With ``run.peft`` the adapter is added (its initial weights seeded by
     adapter_config.json         megaspec.checkpoint.save_adapters' files: the adapter
     adapter_model.safetensors   configs, the linears they adapt, their weights
     base_model.json             {"base": the base directory's absolute path}
+    progress.json, metrics.jsonl  as in a plain run (see megaspec.training.files)
 
 The base's weights are not copied. :func:`load_adapter_run` rebuilds the adapted model from
 these files and the base; :func:`merge_adapter_run` folds the adapters into the base and
