@@ -132,6 +132,10 @@ def run_train(arguments: argparse.Namespace) -> int:
             result = finetune(
                 run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
             )
+    except KeyboardInterrupt:  # before stepping began, or a second Ctrl-C: no traceback
+        print(f"megaspec train: interrupted before the model was saved to {output_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signal.SIGINT
     except NonFiniteLossError as error:
         print(f"megaspec train: {error}; {METRICS_FILE} in {output_dir} has the steps before",
               file=sys.stderr)  # fmt: skip
