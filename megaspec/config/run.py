@@ -44,6 +44,10 @@ class TrainingConfig(Config):
         eval_interval, eval_batches: the validation loss is measured every ``eval_interval``
             steps and after the last, on the same ``eval_batches`` batches each time.
         seed: seeds the weights, the training batches and the validation batches.
+        data: the training text: a ``.txt`` file, a ``.jsonl`` file (a ``"text"`` field a
+            line) or a directory of them; ``None`` trains on the bundled text. Its tokens
+            are packed into sequences visited in a seeded shuffled order (see
+            :mod:`megaspec.data.text_files`); the tail ``validation_fraction`` is held out.
     """
 
     steps: int = field(default=250, metadata=checks(at_least(1)))
@@ -61,6 +65,7 @@ class TrainingConfig(Config):
     eval_interval: int = field(default=50, metadata=checks(at_least(1)))
     eval_batches: int = field(default=8, metadata=checks(at_least(1)))
     seed: int = field(default=0, metadata=checks(within(0, 2**63, open_high=True, shown="[0, 2**63)")))
+    data: str | None = None
 
     @property
     def learning_rate_floor(self) -> float:

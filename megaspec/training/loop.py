@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from megaspec.config import PathLike, RunConfig, TrainingConfig, saved_text
-from megaspec.data import WindowSampler
+from megaspec.data import BatchSampler, WindowSampler
 from megaspec.models import GPTModel
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
@@ -123,7 +123,7 @@ def train(
 def _run_steps(
     run: RunConfig,
     model: GPTModel,
-    windows: tuple[WindowSampler, WindowSampler],
+    windows: tuple[BatchSampler, WindowSampler],
     metrics: MetricsLog,
     stop: StopRequest,
     *,
