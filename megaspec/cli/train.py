@@ -43,7 +43,9 @@ SAMPLE_TOP_K = 40
 DEFAULT_OUTPUT_DIR = Path("runs/train")
 DESCRIPTION = (
     "Train a small Llama-style byte-level model on the bundled text (Python's licence and "
-    "standard-library documentation), save model.safetensors and config.yaml, and print a "
+    "standard-library documentation, or training.data), save model.safetensors, config.yaml, "
+    "progress.json and metrics.jsonl to --output-dir (refusing a previous run there unless "
+    "--overwrite), and print a "
     "generated sample; with --from DIR, start from DIR's weights (and with a peft: section "
     "train only an adapter, saved as adapter files). The run config is the --preset model "
     "(or DIR's), then the -c files in order, then "
