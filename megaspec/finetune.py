@@ -10,6 +10,7 @@ directory. With ``run.peft`` the adapter is added (its initial weights seeded by
     adapter_config.json         megaspec.checkpoint.save_adapters' files: the adapter
     adapter_model.safetensors   configs, the linears they adapt, their weights
     base_model.json             {"base": the base directory's absolute path}
+    progress.json, metrics.jsonl  as in a plain run (see megaspec.training.files)
 
 The base's weights are not copied. :func:`load_adapter_run` rebuilds the adapted model from
 these files and the base; :func:`merge_adapter_run` folds the adapters into the base and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +61,7 @@ from megaspec.models import GPTModel
 from megaspec.parallel import seeded_initialization
 from megaspec.peft import add_adapter, merge_and_unload, train_adapters_only
 from megaspec.training import CONFIG_FILE, TrainResult, save_trained_model, train
+from megaspec.training.files import write_progress
 
 BASE_FILE: Final = "base_model.json"
 
@@ -152,11 +155,19 @@ def finetune(
     model = _load_base(base, run, device)
     if run.peft is not None:
         attach_adapter(model, run.peft, seed=run.training.seed)
-        result = train(run, device=device, progress=progress, model=model)
+        result = train(
+            run, device=device, output_dir=output_dir, progress=progress, model=model, save_model=False
+        )
         if output_dir is not None:
             save_adapter_run(result.model, run, output_dir, base=base)
+            write_progress(run, output_dir, steps_done=len(result.losses),
+                           stopped_by=_signal_name(result.stop_signal))  # fmt: skip
         return result
     return train(run, device=device, output_dir=output_dir, progress=progress, model=model)
+
+
+def _signal_name(number: int | None) -> str | None:
+    return None if number is None else signal.Signals(number).name
 
 
 def _load_base(base: PathLike, run: RunConfig, device: str | torch.device) -> GPTModel:

@@ -126,7 +126,8 @@ def test_merging_writes_a_plain_run_that_computes_the_adapted_logits(lora_run_di
     torch.testing.assert_close(logits(merged), logits(adapted), rtol=0, atol=1e-5)
     assert merged_run.peft is None and merged_run.model == run.model
     assert sorted(path.name for path in lora_run_dir.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "base_model.json", "config.yaml"
+        "adapter_config.json", "adapter_model.safetensors", "base_model.json", "config.yaml",
+        "metrics.jsonl", "progress.json",
     ]
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from megaspec.config import ConfigError, RunConfig, TrainingConfig, to_data, update
 from megaspec.peft import LoraConfig, add_adapter
 from megaspec.training import (
+    NonFiniteLossError,
     build_model,
     learning_rate_at,
     load_trained_model,
@@ -127,3 +128,35 @@ def test_a_run_that_cannot_be_saved_fails_before_training(tmp_path: Path) -> Non
         train(run, output_dir=tmp_path, progress=False)
     assert str(error.value).startswith("model.decoder.block.mlp.activation: gelu cannot be saved")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gradient_accumulation_trains_the_same_weights_as_the_whole_batch() -> None:
+    whole = train(tiny_run(steps=3, batch_size=4, sequence_length=16, eval_batches=1), progress=False)
+    accumulated = train(
+        tiny_run(steps=3, batch_size=4, sequence_length=16, eval_batches=1, gradient_accumulation_steps=2),
+        progress=False,
+    )
+    # Two micro-batches of 2 sum to the gradient of the batch of 4's mean loss: only the
+    # order of float32 additions differs.
+    torch.testing.assert_close(accumulated.losses, whole.losses, rtol=1e-5, atol=0)
+    whole_weights, accumulated_weights = whole.model.state_dict(), accumulated.model.state_dict()
+    for name, weight in whole_weights.items():
+        torch.testing.assert_close(accumulated_weights[name], weight, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(not torch.equal(accumulated_weights[name], weight) for name, weight in whole_weights.items())
+
+
+def test_gradient_accumulation_must_divide_the_batch() -> None:
+    with pytest.raises(ConfigError) as error:
+        tiny_run(batch_size=4, gradient_accumulation_steps=3)
+    assert str(error.value) == (
+        "training.gradient_accumulation_steps: 3 does not divide batch_size (4) into equal micro-batches"
+    )
+
+
+def test_a_non_finite_loss_raises_before_its_update_and_saves_nothing(tmp_path: Path) -> None:
+    run = tiny_run(steps=50, batch_size=2, sequence_length=16, learning_rate=1e6, warmup_steps=0)
+    with pytest.raises(NonFiniteLossError) as error:
+        train(run, output_dir=tmp_path / "run", progress=False)
+    finite_steps = (tmp_path / "run" / "metrics.jsonl").read_text().count("\n")
+    assert error.value.step == finite_steps + 1 and math.isnan(error.value.value)
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["metrics.jsonl"]

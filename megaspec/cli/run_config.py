@@ -7,6 +7,11 @@ convenience flags, then the ``dotted.path=value`` OVERRIDEs in order; later laye
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,10 @@ def add_run_config_arguments(parser: argparse.ArgumentParser) -> None:
            help="a YAML run config (model:, training:, parallel:) over the preset; repeatable")
     option("--preset", choices=PRESETS, default=None,
            help=f"the packaged model the run starts from ({DEFAULT_PRESET})")
+    option("--import", dest="imports", action="append", default=[], metavar="MODULE",
+           help="import the Python module MODULE (from the current directory or sys.path) "
+           "before the config is read, so the mixers it registers can be named by type, e.g. "
+           "--import examples.yaml_model for type: conv; repeatable")
     shorthands = parser.add_argument_group(
         "convenience flags", "each is the override training.<field>=VALUE, applied after the "
         "-c files and before the OVERRIDEs",
@@ -68,7 +77,12 @@ def run_from_arguments(arguments: argparse.Namespace) -> RunConfig:
         CheckpointError: for a base directory that holds no model.
         ValueError: for ``--preset`` together with ``--from``.
         OSError: if a ``-c`` file cannot be read.
+        ValueError: for an ``--import`` module that cannot be imported, or a ``-c`` file that
+            is not UTF-8 text, naming it.
     """
+    import_modules(arguments.imports)
+    for path in arguments.config:
+        _check_utf8(path)
     flags: dict[str, Any] = {
         field: getattr(arguments, flag)
         for flag, field in _SHORTHANDS.items()
@@ -83,3 +97,64 @@ def run_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     if arguments.preset is not None:
         raise ValueError("--preset and --from both choose the model; give one of them")
     return resolve_finetune_run(base, files=arguments.config, overrides=overrides)
+
+
+def import_modules(names: list[str]) -> None:
+    """Import each module of ``--import``, as ``python -m`` would from the current directory.
+
+    Raises:
+        ValueError: naming the module, for one that is missing or fails to import.
+    """
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the console script's path lacks the current directory
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            raise ValueError(f"--import {name}: no module named {error.name!r}") from None
+        except Exception as error:  # the user's module failed: say which, keep its message
+            raise ValueError(f"--import {name}: {type(error).__name__}: {error}") from None
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a ``-c`` file that is not UTF-8 text, naming it (YAML's decoder does not)."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save the YAML file as UTF-8"
+        ) from None
+
+
+def training_fields_help() -> str:
+    """Every ``training.*`` field with its default and meaning, from :class:`TrainingConfig`.
+
+    Generated from the dataclass's fields and its docstring's ``Attributes:`` section, so
+    it cannot drift from the code.
+
+    Raises:
+        AssertionError: if a field has no entry in the docstring (a test calls this).
+    """
+    meanings = _docstring_attributes(TrainingConfig.__doc__ or "")
+    lines = ["training.* fields (set with -c FILE.yaml or training.FIELD=VALUE), default:"]
+    for field in dataclasses.fields(TrainingConfig):
+        assert field.name in meanings, f"TrainingConfig's docstring does not describe {field.name}"
+        default = getattr(_DEFAULTS, field.name)
+        lines.append(f"  {field.name} ({'null' if default is None else default}): "
+                     f"{meanings[field.name]}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _docstring_attributes(docstring: str) -> dict[str, str]:
+    """``name -> first sentence`` of a Google-style ``Attributes:`` section; an entry may
+    name several fields (``a, b: ...``)."""
+    section = docstring.split("Attributes:", 1)[-1]
+    entries = re.findall(r"^ {8}(\w+(?:, \w+)*): (.*?)(?=^ {8}\w|\Z)", section, re.M | re.S)
+    meanings: dict[str, str] = {}
+    for names, text in entries:
+        plain = re.sub(r":\w+:`([^`]*)`|``([^`]*)``", lambda match: match[1] or match[2], text)
+        sentence = " ".join(plain.split()).split(". ")[0].rstrip(".")
+        for name in names.split(", "):
+            meanings[name] = sentence
+    return meanings

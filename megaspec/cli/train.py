@@ -5,21 +5,34 @@ minutes on two CPU cores with the defaults), save it and print a generated sampl
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
+import yaml
 
 from megaspec.checkpoint.adapters import CONFIG_FILE as ADAPTER_CONFIG_FILE
 from megaspec.checkpoint.adapters import WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE
-from megaspec.cli.run_config import DEFAULT_PRESET, add_run_config_arguments, run_from_arguments
-from megaspec.config import RunConfig
+from megaspec.cli.run_config import (
+    DEFAULT_PRESET,
+    add_run_config_arguments,
+    run_from_arguments,
+    training_fields_help,
+)
+from megaspec.config import RunConfig, to_data
 from megaspec.finetune import BASE_FILE, finetune
 from megaspec.generate import generate_text
 from megaspec.training import (
     CONFIG_FILE,
+    METRICS_FILE,
+    PROGRESS_FILE,
+    RUN_FILES,
     WEIGHTS_FILE,
+    NonFiniteLossError,
     TrainResult,
+    check_output_dir,
     check_peft_base,
     configure_threads,
     train,
@@ -30,16 +43,24 @@ SAMPLE_TOP_K = 40
 DEFAULT_OUTPUT_DIR = Path("runs/train")
 DESCRIPTION = (
     "Train a small Llama-style byte-level model on the bundled text (Python's licence and "
-    "standard-library documentation), save model.safetensors and config.yaml, and print a "
+    "standard-library documentation, or training.data), save model.safetensors, config.yaml, "
+    "progress.json and metrics.jsonl to --output-dir (refusing a previous run there unless "
+    "--overwrite), and print a "
     "generated sample; with --from DIR, start from DIR's weights (and with a peft: section "
     "train only an adapter, saved as adapter files). The run config is the --preset model "
     "(or DIR's), then the -c files in order, then "
     "the convenience flags, then the OVERRIDEs in order; later layers override earlier ones."
 )
+EXIT_CODES = """exit codes:
+  0    trained and saved (or --print-config printed)
+  1    stopped at a NaN or infinite loss; nothing saved, a previous model is left as it was
+  2    a bad argument, config, -c file, --import module or output directory: before training
+  130  stopped by SIGINT (Ctrl-C) after the current step; the model so far is saved
+  143  stopped by SIGTERM after the current step; the model so far is saved"""
 
 
 def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``megaspec train``."""
+    """The arguments of ``megaspec train``; its help ends with the ``training.*`` fields."""
     add_run_config_arguments(train_parser)
     option = train_parser.add_argument
     option("--from", dest="base", type=Path, default=None, metavar="DIR",
@@ -47,7 +68,13 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
            "checkpoint), whose architecture the run keeps: no model: section or model.* "
            "override; with a peft: section only the adapter trains")  # fmt: skip
     option("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR, metavar="DIR",
-           help=f"directory for {WEIGHTS_FILE} and {CONFIG_FILE} (%(default)s)")
+           help=f"directory for {WEIGHTS_FILE}, {CONFIG_FILE}, {PROGRESS_FILE} and "
+           f"{METRICS_FILE} (%(default)s); checked before training")  # fmt: skip
+    option("--overwrite", action="store_true",
+           help="replace the previous run in --output-dir (one holding any of "
+           f"{', '.join(RUN_FILES)}), which is refused otherwise")  # fmt: skip
+    option("--print-config", action="store_true",
+           help="print the resolved run config, every field, as YAML and exit without training")
     option("--device", default="cpu", metavar="DEVICE",
            help="torch device, e.g. cuda (%(default)s)")
     option("--threads", type=int, default=None, metavar="N",
@@ -57,24 +84,39 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
     option("--sample-tokens", type=int, default=200, metavar="N",
            help="bytes to generate after training, 0 for none (%(default)s)")
     option("--no-progress", action="store_true", help="hide the progress bar")
+    train_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    train_parser.description = textwrap.fill(DESCRIPTION, width=88)
+    train_parser.epilog = f"{training_fields_help()}\n\n{EXIT_CODES}"
 
 
 def _check_arguments(arguments: argparse.Namespace) -> None:
-    """Checks of the arguments that are not part of the run config, before training."""
+    """Checks of the arguments that are not part of the run config, before training.
+
+    Raises:
+        ValueError: for a device this torch cannot use, or an empty prompt.
+        OutputDirectoryError: as :func:`megaspec.training.check_output_dir`.
+    """
     try:
-        torch.device(arguments.device)
-    except RuntimeError as error:
-        raise ValueError(f"--device: {error}") from None
+        # Allocating proves the device exists here: torch.device("cuda") alone succeeds on a
+        # CPU-only build, which then fails on the first step with a traceback.
+        torch.empty(0, device=torch.device(arguments.device))
+    except (RuntimeError, AssertionError) as error:  # CPU-only torch asserts for cuda
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"--device {arguments.device}: this torch cannot use it ({reason})") from None
     if arguments.sample_tokens > 0 and not arguments.prompt:
         raise ValueError("--prompt must not be empty when --sample-tokens is positive")
+    check_output_dir(arguments.output_dir, overwrite=arguments.overwrite)
 
 
 def run_train(arguments: argparse.Namespace) -> int:
-    """Run ``megaspec train``; returns the exit code (2 for a bad config or argument)."""
+    """Run ``megaspec train``; returns the exit code (see :data:`EXIT_CODES`)."""
     try:
         run = run_from_arguments(arguments)
-        _check_arguments(arguments)
+        if arguments.print_config:
+            print(yaml.safe_dump(to_data(run, explicit_only=False), sort_keys=False), end="")
+            return 0
         check_peft_base(run, has_base=arguments.base is not None)
+        _check_arguments(arguments)
         threads = configure_threads(arguments.threads)
     except (ValueError, OSError) as error:  # ConfigError and CheckpointError are ValueErrors
         print(f"megaspec train: {error}", file=sys.stderr)
@@ -92,9 +134,23 @@ def run_train(arguments: argparse.Namespace) -> int:
             result = finetune(
                 run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
             )
+    except KeyboardInterrupt:  # before stepping began, or a second Ctrl-C: no traceback
+        print(f"megaspec train: interrupted before the model was saved to {output_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signal.SIGINT
+    except NonFiniteLossError as error:
+        print(f"megaspec train: {error}; {METRICS_FILE} in {output_dir} has the steps before",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except ValueError as error:  # a bad config or adapter target, before the first step
         print(f"megaspec train: {error}", file=sys.stderr)
         return 2
+    if result.stop_signal is not None:
+        name = signal.Signals(result.stop_signal).name
+        print(f"megaspec train: stopped by {name} after {len(result.losses)} of "
+              f"{training.steps} steps; saved the model so far to {output_dir} "
+              f"({PROGRESS_FILE} records the steps done)", file=sys.stderr)  # fmt: skip
+        return 128 + result.stop_signal
     _report(result, arguments)
     return 0
 
@@ -116,9 +172,10 @@ def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
           f"(mean of last {len(tail)}: {sum(tail) / len(tail):.3f}), "
           f"validation {result.validation_losses[-1][1]:.3f}")  # fmt: skip
     if result.run.peft is None:
-        saved = f"{WEIGHTS_FILE} and {CONFIG_FILE}"
+        saved = f"{WEIGHTS_FILE}, {CONFIG_FILE}, {PROGRESS_FILE} and {METRICS_FILE}"
     else:
-        saved = f"{ADAPTER_CONFIG_FILE}, {ADAPTER_WEIGHTS_FILE}, {BASE_FILE} and {CONFIG_FILE}"
+        saved = (f"{ADAPTER_CONFIG_FILE}, {ADAPTER_WEIGHTS_FILE}, {BASE_FILE}, {CONFIG_FILE}, "
+                 f"{PROGRESS_FILE} and {METRICS_FILE}")
     print(f"saved {saved} to {arguments.output_dir}")
     if arguments.sample_tokens > 0:
         seed = result.run.training.seed

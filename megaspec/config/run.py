@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from megaspec.config.adapters import AdapterConfig
@@ -31,13 +32,22 @@ class TrainingConfig(Config):
         min_learning_rate: the floor of the cosine; ``None`` means a tenth of
             ``learning_rate`` (see :attr:`learning_rate_floor`), so lowering the peak alone
             keeps a valid schedule.
+        warmup_steps: steps of linear warmup from ``learning_rate / warmup_steps`` to
+            ``learning_rate``.
         weight_decay: AdamW decoupled weight decay of the weights that decay (matrices,
             unless a weight's config says otherwise).
+        gradient_accumulation_steps: micro-batches each step's batch is split into (it must
+            divide ``batch_size``); their gradients add up to the whole batch's, so only
+            memory changes.
         grad_clip: maximum global gradient norm.
         validation_fraction: tail of the corpus held out for the validation loss.
         eval_interval, eval_batches: the validation loss is measured every ``eval_interval``
             steps and after the last, on the same ``eval_batches`` batches each time.
         seed: seeds the weights, the training batches and the validation batches.
+        data: the training text: a ``.txt`` file, a ``.jsonl`` file (a ``"text"`` field a
+            line) or a directory of them; ``None`` trains on the bundled text. Its tokens
+            are packed into sequences visited in a seeded shuffled order (see
+            :mod:`megaspec.data.text_files`); the tail ``validation_fraction`` is held out.
     """
 
     steps: int = field(default=250, metadata=checks(at_least(1)))
@@ -47,6 +57,7 @@ class TrainingConfig(Config):
     min_learning_rate: float | None = None
     warmup_steps: int = field(default=20, metadata=checks(non_negative))
     weight_decay: float = field(default=0.1, metadata=checks(non_negative))
+    gradient_accumulation_steps: int = field(default=1, metadata=checks(at_least(1)))
     grad_clip: float = field(default=1.0, metadata=checks(positive))
     validation_fraction: float = field(
         default=0.05, metadata=checks(within(0, 1, open_low=True, open_high=True))
@@ -54,6 +65,7 @@ class TrainingConfig(Config):
     eval_interval: int = field(default=50, metadata=checks(at_least(1)))
     eval_batches: int = field(default=8, metadata=checks(at_least(1)))
     seed: int = field(default=0, metadata=checks(within(0, 2**63, open_high=True, shown="[0, 2**63)")))
+    data: str | None = None
 
     @property
     def learning_rate_floor(self) -> float:
@@ -64,6 +76,14 @@ class TrainingConfig(Config):
 
     def validate(self) -> None:
         super().validate()
+        if not math.isfinite(self.learning_rate):
+            raise ConfigError("learning_rate", f"must be finite, got {self.learning_rate}")
+        if self.batch_size % self.gradient_accumulation_steps != 0:
+            raise ConfigError(
+                "gradient_accumulation_steps",
+                f"{self.gradient_accumulation_steps} does not divide batch_size "
+                f"({self.batch_size}) into equal micro-batches",
+            )
         floor = self.min_learning_rate
         if floor is not None and not 0 <= floor <= self.learning_rate:
             raise ConfigError(

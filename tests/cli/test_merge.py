@@ -39,7 +39,10 @@ def test_train_from_a_run_with_peft_then_merge(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"training a lora adapter on {base_dir} (base weights frozen) + ")
-    assert f"saved adapter_config.json, adapter_model.safetensors, base_model.json and config.yaml to {run_dir}\n" in out
+    assert (
+        f"saved adapter_config.json, adapter_model.safetensors, base_model.json, config.yaml, "
+        f"progress.json and metrics.jsonl to {run_dir}\n"
+    ) in out
     assert main(["merge", str(run_dir), "--output-dir", str(merged_dir)]) == 0
     assert capsys.readouterr().out == (
         f"merged the adapters of {run_dir} into its base; wrote model.safetensors and config.yaml to {merged_dir}\n"

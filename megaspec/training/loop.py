@@ -1,0 +1,241 @@
+"""The training loop: steps with gradient accumulation, validation, metrics, early stops."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from megaspec.config import PathLike, RunConfig, TrainingConfig, saved_text
+from megaspec.data import BatchSampler, WindowSampler
+from megaspec.models import GPTModel
+from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
+from megaspec.training.setup import (
+    build_model,
+    check_peft_base,
+    corpus_windows,
+    learning_rate_at,
+    make_optimizer,
+    set_learning_rate,
+)
+from megaspec.training.stopping import NonFiniteLossError, StopRequest, stop_on_signals
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run: the config it trained with.
+        model: the trained model (on the training device, in train mode).
+        losses: training loss of every step, in order.
+        validation_losses: ``(steps done, validation loss)`` pairs, in order.
+        tokens_per_second: training tokens per second of step time (validation excluded).
+        seconds: wall time of the whole run, validation and saving included.
+        stop_signal: the signal (SIGINT, SIGTERM) that stopped the run early, or ``None``;
+            ``len(losses)`` steps were done.
+    """
+
+    run: RunConfig
+    model: GPTModel
+    losses: tuple[float, ...]
+    validation_losses: tuple[tuple[int, float], ...]
+    tokens_per_second: float
+    seconds: float
+    stop_signal: int | None = None
+
+
+@dataclass
+class _Log:
+    """What the training loop records."""
+
+    losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    step_seconds: float = 0.0
+
+
+def train(
+    run: RunConfig,
+    *,
+    device: str | torch.device = "cpu",
+    output_dir: PathLike | None = None,
+    progress: bool = True,
+    model: GPTModel | None = None,
+    save_model: bool = True,
+) -> TrainResult:
+    """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
+
+    Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
+    with the loss, tokens/s and the last validation loss. ``model`` (built from ``run.model``,
+    e.g. pretrained weights, perhaps with adapters) is trained instead of a fresh one; its
+    parameters with ``requires_grad=False`` stay as they are. A run with ``peft`` needs
+    pretrained weights: :func:`megaspec.finetune.finetune` adds the adapter and calls this.
+
+    With ``output_dir``, it is checked before the first step (it must be a directory this
+    process can write; previous files in it are replaced), ``metrics.jsonl`` is written as
+    training goes (see :mod:`megaspec.run_files`), and unless ``save_model`` is false the
+    model is saved at the end. SIGINT or SIGTERM stops the run after the current step; the
+    model so far is saved (``progress.json`` says how many steps were done) and the result's
+    ``stop_signal`` is set.
+
+    Raises:
+        ConfigError: before the first step, for a run the main job cannot train (see
+            :func:`build_model` and :func:`corpus_windows`), a ``peft`` run without
+            ``model``, or a config that cannot be saved.
+        OutputDirectoryError: before the first step, for an output directory that is a file
+            or cannot be written.
+        NonFiniteLossError: at the first NaN or infinite loss or gradient norm; that step's
+            update is not applied and nothing is saved.
+        ValueError: if ``model`` has no parameter to train.
+    """
+    started = perf_counter()
+    saved_text(run)  # a config that cannot be saved fails now, not after training
+    check_peft_base(run, has_base=model is not None)
+    windows = corpus_windows(run)
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
+    model = (build_model(run) if model is None else model).to(device)
+    metrics = MetricsLog(output_dir)
+    try:
+        with stop_on_signals() as stop:
+            log = _run_steps(run, model, windows, metrics, stop, progress=progress)
+            if output_dir is not None and save_model:
+                save_trained_model(
+                    model, run, output_dir, steps_done=len(log.losses), stopped_by=stop.signal_name
+                )
+    finally:
+        metrics.close()
+    return TrainResult(
+        run=run,
+        model=model,
+        losses=tuple(log.losses),
+        validation_losses=tuple(log.validation),
+        tokens_per_second=_tokens_per_step(run.training) * len(log.losses) / log.step_seconds,
+        seconds=perf_counter() - started,
+        stop_signal=stop.signal_number,
+    )
+
+
+def _run_steps(
+    run: RunConfig,
+    model: GPTModel,
+    windows: tuple[BatchSampler, WindowSampler],
+    metrics: MetricsLog,
+    stop: StopRequest,
+    *,
+    progress: bool,
+) -> _Log:
+    """The optimisation loop; returns early (after a whole step) when ``stop`` fires."""
+    training = run.training
+    train_windows, validation_windows = windows
+    model.train()
+    optimizer = make_optimizer(model, training)
+    log = _Log()
+    generator = torch.Generator().manual_seed(training.seed)
+    with tqdm(range(training.steps), desc="train", unit="step", disable=not progress) as bar:
+        for step in bar:
+            step_started = perf_counter()
+            inputs, labels = train_windows.sample(
+                batch_size=training.batch_size,
+                seq_length=training.sequence_length,
+                generator=generator,
+            )
+            learning_rate = learning_rate_at(step, training)
+            set_learning_rate(optimizer, learning_rate)
+            loss, grad_norm = _training_step(model, optimizer, inputs, labels, training, step + 1)
+            seconds = perf_counter() - step_started
+            log.losses.append(loss)
+            log.step_seconds += seconds
+            metrics.write(step=step + 1, loss=loss, learning_rate=learning_rate,
+                          tokens_per_second=_tokens_per_step(training) / seconds,
+                          grad_norm=grad_norm)  # fmt: skip
+            if stop.requested:
+                break
+            if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
+                value = validation_loss(model, validation_windows, training)
+                log.validation.append((step + 1, value))
+                metrics.write(step=step + 1, validation_loss=value)
+            bar.set_postfix(_postfix(log, training), refresh=False)
+    return log
+
+
+def _tokens_per_step(training: TrainingConfig) -> int:
+    return training.batch_size * training.sequence_length
+
+
+def _postfix(log: _Log, training: TrainingConfig) -> dict[str, str]:
+    tokens_per_second = _tokens_per_step(training) * len(log.losses) / log.step_seconds
+    postfix = {"loss": f"{log.losses[-1]:.3f}", "tok/s": f"{tokens_per_second:,.0f}"}
+    if log.validation:
+        postfix["val"] = f"{log.validation[-1][1]:.3f}"
+    return postfix
+
+
+def _training_step(
+    model: GPTModel,
+    optimizer: torch.optim.Optimizer,
+    inputs: Tensor,
+    labels: Tensor,
+    training: TrainingConfig,
+    step: int,
+) -> tuple[float, float]:
+    """One update over ``training.gradient_accumulation_steps`` equal micro-batches of
+    ``inputs`` (``[batch, seq]``); returns the batch's mean loss and the gradient norm.
+
+    Each micro-batch's mean loss is divided by their count before its backward, so the
+    summed gradients are those of the whole batch's mean loss.
+
+    Raises:
+        NonFiniteLossError: before the update, for a NaN or infinite loss or gradient norm.
+    """
+    device = next(model.parameters()).device
+    micro_batches = training.gradient_accumulation_steps
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro_inputs, micro_labels in zip(
+        inputs.tensor_split(micro_batches), labels.tensor_split(micro_batches), strict=True
+    ):
+        # [batch / micro_batches, seq] float32
+        losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
+        loss = losses.mean() / micro_batches
+        # torch.autograd.backward is typed; Tensor.backward is not.
+        torch.autograd.backward(loss)
+        total += float(loss.item())
+    if not math.isfinite(total):
+        raise NonFiniteLossError(step, "loss", total)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip))
+    if not math.isfinite(grad_norm):
+        raise NonFiniteLossError(step, "gradient norm", grad_norm)
+    optimizer.step()
+    return total, grad_norm
+
+
+@torch.no_grad()
+def validation_loss(model: GPTModel, windows: WindowSampler, training: TrainingConfig) -> float:
+    """Mean loss over ``training.eval_batches`` batches of ``windows``.
+
+    The batches come from a generator seeded with ``training.seed + 1`` on every call, so
+    successive validation losses of one run are measured on the same text. The model's
+    train/eval mode is restored afterwards.
+    """
+    generator = torch.Generator().manual_seed(training.seed + 1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for _ in range(training.eval_batches):
+        inputs, labels = windows.sample(
+            batch_size=training.batch_size,
+            seq_length=training.sequence_length,
+            generator=generator,
+        )
+        losses: Tensor = model(inputs.to(device), labels=labels.to(device))
+        total += float(losses.mean().item())
+    model.train(was_training)
+    return total / training.eval_batches
+
+
