@@ -207,23 +207,6 @@ class _LayoutOnlyGroups(ParallelGroups):
         )
 
     @property
-    def mesh(self) -> DeviceMesh | None:
-        """The ``("dp", "tp")`` mesh these groups came from (``None``: not from a mesh)."""
-        return self._mesh
-
-    @property
-    def data_size(self) -> int:
-        """Number of data-parallel replicas (1 without a data group)."""
-        group = self.data
-        return 1 if group is None else dist.get_world_size(group)
-
-    @property
-    def data_rank(self) -> int:
-        """This process's rank among the data-parallel replicas."""
-        group = self.data
-        return 0 if group is None else dist.get_rank(group)
-
-    @property
     def tensor_size(self) -> int:
         return self._size
 
