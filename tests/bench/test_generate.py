@@ -4,16 +4,11 @@ transformers' generate (when installed), each with its tokens/s."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from tests.helpers.bench_runs import BenchRun, run_bench
+
 
 # The keys bench/README.md documents.
 RECORD_KEYS = {
@@ -30,33 +25,19 @@ CONFIG_KEYS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SmallRun:
-    """The finished smoke run: exit status, printed output, JSON record."""
-
-    returncode: int
-    output: str
-    record: dict[str, Any]
-
-
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
-    path = tmp_path_factory.mktemp("bench") / "generate.json"
-    command = [sys.executable, "bench/generate.py", "--small", "--repeats", "1", "--json", str(path)]
-    done = subprocess.run(
-        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False
-    )
-    record = json.loads(path.read_text()) if path.exists() else {}
-    return SmallRun(done.returncode, done.stdout + done.stderr, record)
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    record = tmp_path_factory.mktemp("bench") / "generate.json"
+    return run_bench("generate.py", ["--small", "--repeats", "1"], record)
 
 
-def test_exits_zero_and_prints_the_table(small_run: SmallRun) -> None:
+def test_exits_zero_and_prints_the_table(small_run: BenchRun) -> None:
     assert small_run.returncode == 0, small_run.output[-4000:]
     assert "megaspec KV cache / megaspec (recompute): tokens/s x" in small_run.output
     assert "megaspec KV-cache tokens equal recomputation's: yes" in small_run.output
 
 
-def test_megaspec_decoders_ran_and_agree(small_run: SmallRun) -> None:
+def test_megaspec_decoders_ran_and_agree(small_run: BenchRun) -> None:
     results = small_run.record["results"]
     for name in ("megaspec-cache", "megaspec-recompute"):
         assert results[name]["status"] == "ok", results[name]
@@ -65,14 +46,14 @@ def test_megaspec_decoders_ran_and_agree(small_run: SmallRun) -> None:
     assert small_run.record["cache_tokens_equal_recompute"] is True
 
 
-def test_transformers_ran_with_the_same_parameter_count(small_run: SmallRun) -> None:
+def test_transformers_ran_with_the_same_parameter_count(small_run: BenchRun) -> None:
     pytest.importorskip("transformers")
     results = small_run.record["results"]
     assert results["hf"]["status"] == "ok", results["hf"]
     assert results["hf"]["parameters"] == results["megaspec-cache"]["parameters"]
 
 
-def test_json_record_has_documented_keys(small_run: SmallRun) -> None:
+def test_json_record_has_documented_keys(small_run: BenchRun) -> None:
     record = small_run.record
     assert set(record) == RECORD_KEYS
     assert record["format"] == "megaspec-bench-generate/1"

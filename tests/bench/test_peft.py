@@ -4,12 +4,7 @@ record and ratio lines are written. One subprocess run (two steps per model) is 
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -17,8 +12,8 @@ import torch
 from bench.config import SMALL
 from bench.peers.base import PeerUnavailable
 from bench.peers.lora import build_hf_peft
+from tests.helpers.bench_runs import BenchRun, run_bench
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 
 # SMALL: 2 layers, hidden 128, 4 heads (4 KV heads, head_dim 32), ffn 352; rank 16.
 # megaspec: A [16, input] for qkv (128), proj (128), fc1 (128), fc2 (352);
@@ -38,34 +33,18 @@ RESULT_KEYS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SmallRun:
-    """The finished smoke run: exit status, printed output, JSON record."""
-
-    returncode: int
-    output: str
-    record: dict[str, Any]
-
-
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
-    path = tmp_path_factory.mktemp("bench") / "peft.json"
-    command = [sys.executable, "bench/peft.py", "--small", "--steps", "1", "--warmup", "1"]
-    done = subprocess.run(
-        [*command, "--json", str(path)],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    record = json.loads(path.read_text()) if path.exists() else {}
-    return SmallRun(done.returncode, done.stdout + done.stderr, record)
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    return run_bench("peft.py", ["--small", "--steps", "1", "--warmup", "1"], tmp_path_factory.mktemp("bench") / "peft.json")
 
 
-def test_exits_zero_with_the_ratio_lines(small_run: SmallRun) -> None:
+def test_exits_zero_with_the_ratio_lines(small_run: BenchRun) -> None:
     assert small_run.returncode == 0, small_run.output[-4000:]
     assert "LoRA overhead, megaspec + LoRA over megaspec: step time " in small_run.output
     assert "fresh adapters, megaspec + LoRA over megaspec: first loss equal" in small_run.output
 
 
-def test_megaspec_lora_starts_at_its_base_loss_and_trains_only_adapters(small_run: SmallRun) -> None:
+def test_megaspec_lora_starts_at_its_base_loss_and_trains_only_adapters(small_run: BenchRun) -> None:
     results = small_run.record["results"]
     base, lora = results["megaspec"], results["megaspec-lora"]
     assert base["status"] == "ok" and lora["status"] == "ok", (base, lora)
@@ -77,7 +56,7 @@ def test_megaspec_lora_starts_at_its_base_loss_and_trains_only_adapters(small_ru
     assert small_run.record["comparison"]["megaspec-lora_fresh_loss_equal"] is True
 
 
-def test_hf_peft_starts_at_its_base_loss_and_holds_separate_adapters(small_run: SmallRun) -> None:
+def test_hf_peft_starts_at_its_base_loss_and_holds_separate_adapters(small_run: BenchRun) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     results = small_run.record["results"]
@@ -93,7 +72,7 @@ def test_hf_peft_starts_at_its_base_loss_and_holds_separate_adapters(small_run: 
     assert f"PEFT holds {PEFT_A - MEGASPEC_A:,} more A weights" in small_run.output
 
 
-def test_json_record_has_documented_keys(small_run: SmallRun) -> None:
+def test_json_record_has_documented_keys(small_run: BenchRun) -> None:
     record = small_run.record
     assert set(record) == RECORD_KEYS
     assert record["format"] == "megaspec-bench-peft/1"

@@ -7,17 +7,12 @@ run on a CPU.
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from tests.helpers.bench_runs import BenchRun, run_bench
+
 SMALL_VOCAB = 512
 
 # The keys bench/README.md documents.
@@ -36,34 +31,16 @@ RESULT_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class SmallRun:
-    """The finished smoke run: exit status, printed output, JSON record."""
-
-    returncode: int
-    output: str
-    record: dict[str, Any]
-
-
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
-    path = tmp_path_factory.mktemp("bench") / "small.json"
-    # Two timed steps: the test checks what ran and what was recorded, not the speed.
-    command = [sys.executable, "bench/train_step.py", "--small", "--steps", "2", "--warmup", "1"]
-    done = subprocess.run(
-        [*command, "--json", str(path)],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False,
-    )
-    output = done.stdout + done.stderr
-    record = json.loads(path.read_text()) if path.exists() else {}
-    return SmallRun(done.returncode, output, record)
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    return run_bench("train_step.py", ["--small", "--steps", "2", "--warmup", "1"], tmp_path_factory.mktemp("bench") / "small.json")
 
 
-def test_exits_zero(small_run: SmallRun) -> None:
+def test_exits_zero(small_run: BenchRun) -> None:
     assert small_run.returncode == 0, small_run.output[-4000:]
 
 
-def test_megaspec_ok_with_initial_loss_near_log_vocab(small_run: SmallRun) -> None:
+def test_megaspec_ok_with_initial_loss_near_log_vocab(small_run: BenchRun) -> None:
     megaspec = small_run.record["results"]["megaspec"]
     assert megaspec["status"] == "ok"
     assert math.isfinite(megaspec["first_loss"])
@@ -73,21 +50,21 @@ def test_megaspec_ok_with_initial_loss_near_log_vocab(small_run: SmallRun) -> No
     assert row.endswith("  ok")
 
 
-def test_peers_that_ran_have_megaspec_parameter_count(small_run: SmallRun) -> None:
+def test_peers_that_ran_have_megaspec_parameter_count(small_run: BenchRun) -> None:
     results = small_run.record["results"]
     ran = {name: r["parameters"] for name, r in results.items() if r["status"].startswith("ok")}
     assert "megaspec-eager" in ran
     assert set(ran.values()) == {results["megaspec"]["parameters"]}, ran
 
 
-def test_gpu_only_peers_say_why_they_did_not_run(small_run: SmallRun) -> None:
+def test_gpu_only_peers_say_why_they_did_not_run(small_run: BenchRun) -> None:
     results = small_run.record["results"]
     assert results["hf-liger"]["status"].startswith("not run: ")
     assert "CUDA" in results["hf-liger"]["status"]
     assert results["megatron"]["status"].startswith("skipped")
 
 
-def test_json_record_has_documented_keys(small_run: SmallRun) -> None:
+def test_json_record_has_documented_keys(small_run: BenchRun) -> None:
     record = small_run.record
     assert set(record) == RECORD_KEYS
     assert set(record["machine"]) == MACHINE_KEYS
