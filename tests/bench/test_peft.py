@@ -35,7 +35,8 @@ RESULT_KEYS = {
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
-    return run_bench("peft.py", ["--small", "--steps", "1", "--warmup", "1"], tmp_path_factory.mktemp("bench") / "peft.json")
+    record = tmp_path_factory.mktemp("bench") / "peft.json"
+    return run_bench("peft.py", ["--small", "--steps", "1", "--warmup", "1"], record)
 
 
 def test_exits_zero_with_the_ratio_lines(small_run: BenchRun) -> None:

@@ -33,7 +33,8 @@ RESULT_KEYS = {
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
-    return run_bench("train_step.py", ["--small", "--steps", "2", "--warmup", "1"], tmp_path_factory.mktemp("bench") / "small.json")
+    record = tmp_path_factory.mktemp("bench") / "small.json"
+    return run_bench("train_step.py", ["--small", "--steps", "2", "--warmup", "1"], record)
 
 
 def test_exits_zero(small_run: BenchRun) -> None:
