@@ -22,6 +22,7 @@ from megaspec.cli.run_config import (
     training_fields_help,
 )
 from megaspec.config import RunConfig, to_data
+from megaspec.data import BYTE_TOKENIZER
 from megaspec.finetune import BASE_FILE, finetune
 from megaspec.generate import generate_text
 from megaspec.training import (
@@ -177,7 +178,8 @@ def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
         saved = (f"{ADAPTER_CONFIG_FILE}, {ADAPTER_WEIGHTS_FILE}, {BASE_FILE}, {CONFIG_FILE}, "
                  f"{PROGRESS_FILE} and {METRICS_FILE}")
     print(f"saved {saved} to {arguments.output_dir}")
-    if arguments.sample_tokens > 0:
+    # generate_text speaks bytes; a run with another tokenizer has no sample to print.
+    if arguments.sample_tokens > 0 and result.run.training.tokenizer == BYTE_TOKENIZER:
         seed = result.run.training.seed
         sample = generate_text(
             result.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -11,13 +12,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from megaspec.config import PathLike, RunConfig, TrainingConfig, saved_text
-from megaspec.data import BatchSampler, WindowSampler
 from megaspec.models import GPTModel
+from megaspec.training.batches import Batch, RunBatches, run_batches
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
     build_model,
     check_peft_base,
-    corpus_windows,
     learning_rate_at,
     make_optimizer,
     set_learning_rate,
@@ -67,7 +67,7 @@ def train(
     model: GPTModel | None = None,
     save_model: bool = True,
 ) -> TrainResult:
-    """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
+    """Train ``run.model`` per ``run.training`` on its data; save it to ``output_dir``.
 
     Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
     with the loss, tokens/s and the last validation loss. ``model`` (built from ``run.model``,
@@ -84,7 +84,7 @@ def train(
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
-            :func:`build_model` and :func:`corpus_windows`), a ``peft`` run without
+            :func:`build_model` and :func:`megaspec.training.batches.run_batches`), a ``peft`` run without
             ``model``, or a config that cannot be saved.
         OutputDirectoryError: before the first step, for an output directory that is a file
             or cannot be written.
@@ -95,14 +95,14 @@ def train(
     started = perf_counter()
     saved_text(run)  # a config that cannot be saved fails now, not after training
     check_peft_base(run, has_base=model is not None)
-    windows = corpus_windows(run)
+    batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
     model = (build_model(run) if model is None else model).to(device)
     metrics = MetricsLog(output_dir)
     try:
         with stop_on_signals() as stop:
-            log = _run_steps(run, model, windows, metrics, stop, progress=progress)
+            log = _run_steps(run, model, batches, metrics, stop, progress=progress)
             if output_dir is not None and save_model:
                 save_trained_model(
                     model, run, output_dir, steps_done=len(log.losses), stopped_by=stop.signal_name
@@ -123,7 +123,7 @@ def train(
 def _run_steps(
     run: RunConfig,
     model: GPTModel,
-    windows: tuple[BatchSampler, WindowSampler],
+    batches: RunBatches,
     metrics: MetricsLog,
     stop: StopRequest,
     *,
@@ -131,19 +131,13 @@ def _run_steps(
 ) -> _Log:
     """The optimisation loop; returns early (after a whole step) when ``stop`` fires."""
     training = run.training
-    train_windows, validation_windows = windows
     model.train()
     optimizer = make_optimizer(model, training)
     log = _Log()
-    generator = torch.Generator().manual_seed(training.seed)
     with tqdm(range(training.steps), desc="train", unit="step", disable=not progress) as bar:
         for step in bar:
             step_started = perf_counter()
-            inputs, labels = train_windows.sample(
-                batch_size=training.batch_size,
-                seq_length=training.sequence_length,
-                generator=generator,
-            )
+            inputs, labels = batches.train.next_batch()
             learning_rate = learning_rate_at(step, training)
             set_learning_rate(optimizer, learning_rate)
             loss, grad_norm = _training_step(model, optimizer, inputs, labels, training, step + 1)
@@ -156,7 +150,7 @@ def _run_steps(
             if stop.requested:
                 break
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
-                value = validation_loss(model, validation_windows, training)
+                value = validation_loss(model, batches.validation)
                 log.validation.append((step + 1, value))
                 metrics.write(step=step + 1, validation_loss=value)
             bar.set_postfix(_postfix(log, training), refresh=False)
@@ -215,27 +209,15 @@ def _training_step(
 
 
 @torch.no_grad()
-def validation_loss(model: GPTModel, windows: WindowSampler, training: TrainingConfig) -> float:
-    """Mean loss over ``training.eval_batches`` batches of ``windows``.
-
-    The batches come from a generator seeded with ``training.seed + 1`` on every call, so
-    successive validation losses of one run are measured on the same text. The model's
-    train/eval mode is restored afterwards.
-    """
-    generator = torch.Generator().manual_seed(training.seed + 1)
+def validation_loss(model: GPTModel, batches: Sequence[Batch]) -> float:
+    """Mean loss over ``batches`` (a run's fixed validation batches, so successive
+    validation losses are measured on the same text); the model's mode is restored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = 0.0
-    for _ in range(training.eval_batches):
-        inputs, labels = windows.sample(
-            batch_size=training.batch_size,
-            seq_length=training.sequence_length,
-            generator=generator,
-        )
-        losses: Tensor = model(inputs.to(device), labels=labels.to(device))
+    for inputs, labels in batches:
+        losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq]
         total += float(losses.mean().item())
     model.train(was_training)
-    return total / training.eval_batches
-
-
+    return total / len(batches)

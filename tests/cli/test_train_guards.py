@@ -226,6 +226,7 @@ def test_print_config_prints_every_field_and_trains_nothing(
         **{field.name: field.default for field in fields(TrainingConfig)},
         "steps": 2, "batch_size": 2, "sequence_length": 16, "eval_batches": 1,
         "gradient_accumulation_steps": 2,
+        "data": {"path": None, "format": "text", "text_field": "text"},
     }  # fmt: skip
     assert not (tmp_path / "run").exists()
 
@@ -236,6 +237,8 @@ def test_help_lists_every_training_field_with_its_default(capsys: pytest.Capture
     text = capsys.readouterr().out
     for field in fields(TrainingConfig):
         default = "null" if field.default is None else field.default
-        assert f"\n  {field.name} ({default}): " in text
+        if field.name != "data":
+            assert f"\n  {field.name} ({default}): " in text
+    assert "\n  data ({format: text, path: null, text_field: text}): the documents to train on" in text
     assert "  learning_rate (0.003): peak AdamW learning rate, reached linearly over warmup_steps" in text
     assert "  130  stopped by SIGINT (Ctrl-C) after the current step; the model so far is saved" in text
