@@ -78,7 +78,8 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
     option("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
            help="continue the run in --output-dir from its newest checkpoint (in "
            f"{CHECKPOINTS_DIRECTORY}/), or from the CHECKPOINT directory given: model, "
-           "optimizer, step, RNG and data position, to training.steps")  # fmt: skip
+           "optimizer, step, RNG and data position, to training.steps; put overrides "
+           "before it")  # fmt: skip
     option("--overwrite", action="store_true",
            help="replace the previous run in --output-dir (one holding any of "
            f"{', '.join(RUN_FILES)}), which is refused otherwise")  # fmt: skip

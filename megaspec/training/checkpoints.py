@@ -48,7 +48,9 @@ def find_resume_checkpoint(output_dir: PathLike, path: PathLike | None = None) -
     """
     if path is not None:
         if not Path(path).is_dir():
-            raise CheckpointError(f"--resume {path}: no such checkpoint directory")
+            # argparse gives --resume the next word: an override typed after it lands here.
+            hint = "; put overrides before --resume" if "=" in str(path) else ""
+            raise CheckpointError(f"--resume {path}: no such checkpoint directory{hint}")
         return Path(path)
     found = latest_checkpoint(checkpoints_root(output_dir))
     if found is None:

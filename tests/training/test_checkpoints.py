@@ -87,3 +87,32 @@ def test_a_non_finite_step_leaves_the_last_good_checkpoint_loadable(
     )  # fmt: skip
     assert state.step == finite_steps
     assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+
+
+def test_resume_refuses_a_directory_without_checkpoints_and_another_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "run"
+    quick = [*RUN, "--steps", "2", "--batch-size", "2", "--seq-length", "16", "--output-dir", str(output)]
+    assert main([*quick, "training.checkpoint_interval=null", "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"megaspec train: --resume: no complete checkpoint in {output / 'checkpoints'} (set "
+        "training.checkpoint_interval, or stop a run with Ctrl-C, to make one)\n"
+    )
+    assert main([*quick, "training.checkpoint_interval=1"]) == 0
+    capsys.readouterr()
+    assert main([*quick, "--steps", "3", "--resume", "model.decoder.num_blocks=1"]) == 2
+    assert capsys.readouterr().err == (
+        "megaspec train: --resume model.decoder.num_blocks=1: no such checkpoint directory; put "
+        "overrides before --resume\n"
+    )
+    assert main([*quick, "--steps", "3", "model.decoder.num_blocks=1", "--resume"]) == 2
+    checkpoint = output / "checkpoints" / "step-00000002"
+    assert capsys.readouterr().err == (
+        f"megaspec train: {checkpoint}: saved for another architecture: model.decoder.num_blocks "
+        "is 2 in the checkpoint, 1 in the model being loaded\n"
+    )
+    assert main([*quick, "--resume", str(checkpoint)]) == 2
+    assert capsys.readouterr().err == (
+        f"megaspec train: {checkpoint}: nothing to resume: its 2 steps reach training.steps (2)\n"
+    )
