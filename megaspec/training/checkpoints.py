@@ -112,12 +112,14 @@ def restore(
 
     Raises:
         CheckpointError: as :func:`megaspec.checkpoint.load_training_checkpoint` (a foreign
-            model, a corrupt or incomplete checkpoint), for a checkpoint at or past
+            model, a corrupt or incomplete checkpoint), one saved with other
+            :data:`DATA_FIELDS`, for a checkpoint at or past
             ``training.steps``, or for a data position that is not one of these batches'.
     """
     state = load_training_checkpoint(
         path, model=model, optimizer=optimizer, run=run, groups=ParallelGroups.single()
     )
+    _check_same_data(state.run, run, path)
     if state.step >= run.training.steps:
         raise CheckpointError(
             f"{path}: nothing to resume: its {state.step} steps reach training.steps "
@@ -128,6 +130,25 @@ def restore(
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     return state.step
+
+
+DATA_FIELDS: Final = ("data", "tokenizer", "seed", "batch_size", "sequence_length")
+"""The ``training`` fields that decide which batches a data position stands for."""
+
+
+def _check_same_data(saved: RunConfig, run: RunConfig, path: PathLike) -> None:
+    """Refuse a checkpoint whose data position counts other batches (see :data:`DATA_FIELDS`).
+
+    Raises:
+        CheckpointError: naming the first differing field, as saved and as now.
+    """
+    for name in DATA_FIELDS:
+        before, after = getattr(saved.training, name), getattr(run.training, name)
+        if before != after:
+            raise CheckpointError(
+                f"{path}: its data position counts other batches: training.{name} is "
+                f"{before!r} in the checkpoint, {after!r} now"
+            )
 
 
 def remove_previous_checkpoints(output_dir: PathLike) -> None:

@@ -112,6 +112,11 @@ def test_resume_refuses_a_directory_without_checkpoints_and_another_model(
         f"megaspec train: {checkpoint}: saved for another architecture: model.decoder.num_blocks "
         "is 2 in the checkpoint, 1 in the model being loaded\n"
     )
+    assert main([*quick, "--steps", "3", "--seed", "5", "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"megaspec train: {checkpoint}: its data position counts other batches: training.seed "
+        "is 0 in the checkpoint, 5 now\n"
+    )
     assert main([*quick, "--resume", str(checkpoint)]) == 2
     assert capsys.readouterr().err == (
         f"megaspec train: {checkpoint}: nothing to resume: its 2 steps reach training.steps (2)\n"
