@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from megaspec.config import RunConfig, TrainingConfig
+import yaml
+
+from megaspec.config import RunConfig, TrainingConfig, to_data
 from megaspec.config.resolve import Override
 from megaspec.finetune import resolve_finetune_run
+from megaspec.schema import Config
 from megaspec.training import PRESETS, resolve_run
 
 DEFAULT_PRESET = "small"
@@ -140,10 +143,17 @@ def training_fields_help() -> str:
     lines = ["training.* fields (set with -c FILE.yaml or training.FIELD=VALUE), default:"]
     for field in dataclasses.fields(TrainingConfig):
         assert field.name in meanings, f"TrainingConfig's docstring does not describe {field.name}"
-        default = getattr(_DEFAULTS, field.name)
-        lines.append(f"  {field.name} ({'null' if default is None else default}): "
+        lines.append(f"  {field.name} ({_shown_default(getattr(_DEFAULTS, field.name))}): "
                      f"{meanings[field.name]}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _shown_default(default: object) -> str:
+    """A default as YAML writes it: ``null``, or a section as ``{key: value, ...}``."""
+    if isinstance(default, Config):
+        text: str = yaml.safe_dump(to_data(default, explicit_only=False), default_flow_style=True)
+        return text.strip()
+    return "null" if default is None else str(default)
 
 
 def _docstring_attributes(docstring: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from megaspec.cli.run_config import (
     training_fields_help,
 )
 from megaspec.config import RunConfig, to_data
+from megaspec.data import BYTE_TOKENIZER
 from megaspec.finetune import BASE_FILE, finetune
 from megaspec.generate import generate_text
 from megaspec.training import (
@@ -37,6 +38,7 @@ from megaspec.training import (
     configure_threads,
     train,
 )
+from megaspec.training.checkpoints import CHECKPOINTS_DIRECTORY, find_resume_checkpoint
 
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
@@ -54,9 +56,12 @@ DESCRIPTION = (
 EXIT_CODES = """exit codes:
   0    trained and saved (or --print-config printed)
   1    stopped at a NaN or infinite loss; nothing saved, a previous model is left as it was
-  2    a bad argument, config, -c file, --import module or output directory: before training
-  130  stopped by SIGINT (Ctrl-C) after the current step; the model so far is saved
-  143  stopped by SIGTERM after the current step; the model so far is saved"""
+  2    a bad argument, config, -c file, --import module, output directory or --resume
+       checkpoint: before training
+  130  stopped by SIGINT (Ctrl-C) after the current step; the model so far is saved, and a
+       checkpoint to --resume from
+  143  stopped by SIGTERM after the current step; the model so far is saved, and a
+       checkpoint to --resume from"""
 
 
 def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
@@ -70,6 +75,11 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
     option("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR, metavar="DIR",
            help=f"directory for {WEIGHTS_FILE}, {CONFIG_FILE}, {PROGRESS_FILE} and "
            f"{METRICS_FILE} (%(default)s); checked before training")  # fmt: skip
+    option("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+           help="continue the run in --output-dir from its newest checkpoint (in "
+           f"{CHECKPOINTS_DIRECTORY}/), or from the CHECKPOINT directory given: model, "
+           "optimizer, step, RNG and data position, to training.steps; put overrides "
+           "before it")  # fmt: skip
     option("--overwrite", action="store_true",
            help="replace the previous run in --output-dir (one holding any of "
            f"{', '.join(RUN_FILES)}), which is refused otherwise")  # fmt: skip
@@ -105,7 +115,10 @@ def _check_arguments(arguments: argparse.Namespace) -> None:
         raise ValueError(f"--device {arguments.device}: this torch cannot use it ({reason})") from None
     if arguments.sample_tokens > 0 and not arguments.prompt:
         raise ValueError("--prompt must not be empty when --sample-tokens is positive")
-    check_output_dir(arguments.output_dir, overwrite=arguments.overwrite)
+    if arguments.resume is not None and arguments.base is not None:
+        raise ValueError("--resume continues a megaspec train run; it cannot be combined with --from")
+    # Resuming continues the run in --output-dir: its files are this run's, not a previous one's.
+    check_output_dir(arguments.output_dir, overwrite=arguments.overwrite or arguments.resume is not None)
 
 
 def run_train(arguments: argparse.Namespace) -> int:
@@ -118,10 +131,16 @@ def run_train(arguments: argparse.Namespace) -> int:
         check_peft_base(run, has_base=arguments.base is not None)
         _check_arguments(arguments)
         threads = configure_threads(arguments.threads)
+        resume_from = None
+        if arguments.resume is not None:
+            given = None if arguments.resume is True else arguments.resume
+            resume_from = find_resume_checkpoint(arguments.output_dir, given)
     except (ValueError, OSError) as error:  # ConfigError and CheckpointError are ValueErrors
         print(f"megaspec train: {error}", file=sys.stderr)
         return 2
     training = run.training
+    if resume_from is not None:
+        print(f"resuming from {resume_from}")
     print(f"training {_what(run, arguments)}"
           f"{''.join(f' + {path}' for path in arguments.config)} for {training.steps} steps of "
           f"{training.batch_size} x {training.sequence_length} tokens on {arguments.device} "
@@ -129,7 +148,8 @@ def run_train(arguments: argparse.Namespace) -> int:
     device, output_dir, progress = arguments.device, arguments.output_dir, not arguments.no_progress
     try:
         if arguments.base is None:
-            result = train(run, device=device, output_dir=output_dir, progress=progress)
+            result = train(run, device=device, output_dir=output_dir, progress=progress,
+                           resume_from=resume_from)  # fmt: skip
         else:
             result = finetune(
                 run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
@@ -147,9 +167,11 @@ def run_train(arguments: argparse.Namespace) -> int:
         return 2
     if result.stop_signal is not None:
         name = signal.Signals(result.stop_signal).name
-        print(f"megaspec train: stopped by {name} after {len(result.losses)} of "
-              f"{training.steps} steps; saved the model so far to {output_dir} "
-              f"({PROGRESS_FILE} records the steps done)", file=sys.stderr)  # fmt: skip
+        print(f"megaspec train: stopped by {name} after {result.first_step + len(result.losses)} "
+              f"of {training.steps} steps; saved the model so far to {output_dir} "
+              f"({PROGRESS_FILE} records the steps done)"
+              f"{' and a checkpoint to --resume from' if result.run.peft is None else ''}",
+              file=sys.stderr)  # fmt: skip
         return 128 + result.stop_signal
     _report(result, arguments)
     return 0
@@ -177,7 +199,8 @@ def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
         saved = (f"{ADAPTER_CONFIG_FILE}, {ADAPTER_WEIGHTS_FILE}, {BASE_FILE}, {CONFIG_FILE}, "
                  f"{PROGRESS_FILE} and {METRICS_FILE}")
     print(f"saved {saved} to {arguments.output_dir}")
-    if arguments.sample_tokens > 0:
+    # generate_text speaks bytes; a run with another tokenizer has no sample to print.
+    if arguments.sample_tokens > 0 and result.run.training.tokenizer == BYTE_TOKENIZER:
         seed = result.run.training.seed
         sample = generate_text(
             result.model,

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from megaspec.config.adapters import AdapterConfig
 from megaspec.config.model import ModelConfig
-from megaspec.schema import Config, ConfigError, at_least, checks, non_negative, positive, within
+from megaspec.data.config import DataConfig, tokenizer_name
+from megaspec.schema import (
+    Config,
+    ConfigError,
+    at_least,
+    checks,
+    non_negative,
+    optional,
+    positive,
+    within,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,10 +56,16 @@ class TrainingConfig(Config):
         eval_interval, eval_batches: the validation loss is measured every ``eval_interval``
             steps and after the last, on the same ``eval_batches`` batches each time.
         seed: seeds the weights, the training batches and the validation batches.
-        data: the training text: a ``.txt`` file, a ``.jsonl`` file (a ``"text"`` field a
-            line) or a directory of them; ``None`` trains on the bundled text. Its tokens
-            are packed into sequences visited in a seeded shuffled order (see
-            :mod:`megaspec.data.text_files`); the tail ``validation_fraction`` is held out.
+        data: the documents to train on (:class:`megaspec.data.DataConfig`); its ``path``
+            unset trains on the bundled text in random windows. A plain string is short for
+            ``{path: STRING}``, with ``format: jsonl`` when it ends in ``.jsonl``. Set, the
+            documents are packed into sequences visited in a seeded shuffled order (see
+            :mod:`megaspec.training.batches`); the tail ``validation_fraction`` is held out.
+        tokenizer: ``byte`` or a path to a Hugging Face ``tokenizer.json``; the model's
+            ``vocab_size`` must cover it.
+        checkpoint_interval: save a training checkpoint every this many steps (``None``:
+            none), into the output directory's ``checkpoints/``.
+        keep_checkpoints: the newest checkpoints kept; older ones are deleted.
     """
 
     steps: int = field(default=250, metadata=checks(at_least(1)))
@@ -65,7 +83,19 @@ class TrainingConfig(Config):
     eval_interval: int = field(default=50, metadata=checks(at_least(1)))
     eval_batches: int = field(default=8, metadata=checks(at_least(1)))
     seed: int = field(default=0, metadata=checks(within(0, 2**63, open_high=True, shown="[0, 2**63)")))
-    data: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: str = field(default="byte", metadata=checks(tokenizer_name))
+    checkpoint_interval: int | None = field(default=None, metadata=checks(optional(at_least(1))))
+    keep_checkpoints: int = field(default=2, metadata=checks(at_least(1)))
+
+    @classmethod
+    def expand_shortcuts(cls, data: Mapping[str, Any], current: Self) -> dict[str, Any]:
+        """``data: PATH`` is ``data: {path: PATH}`` (``format: jsonl`` for a ``.jsonl``)."""
+        expanded = dict(data)
+        path = expanded.get("data")
+        if isinstance(path, str):
+            expanded["data"] = {"path": path, "format": "jsonl" if path.endswith(".jsonl") else "text"}
+        return expanded
 
     @property
     def learning_rate_floor(self) -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
-from typing import Final, Protocol
+from typing import Final
 
 import torch
 from torch import Tensor
@@ -81,19 +81,6 @@ def load_corpus() -> str:
         FileNotFoundError: if the package was installed without its data files.
     """
     return resources.files(__name__).joinpath(CORPUS_FILE).read_text(encoding="utf-8")
-
-
-class BatchSampler(Protocol):
-    """What the training loop draws batches from: :class:`WindowSampler` or
-    :class:`megaspec.data.text_files.PackedSampler`."""
-
-    def __len__(self) -> int: ...
-
-    def sample(
-        self, *, batch_size: int, seq_length: int, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        """``(inputs, labels)``, each ``[batch_size, seq_length]`` int64."""
-        ...
 
 
 class WindowSampler:
@@ -197,7 +184,6 @@ from megaspec.data.tokenization import (  # noqa: E402
 
 __all__ = [
     "BYTE_TOKENIZER",
-    "BatchSampler",
     "TEXT_EXTENSIONS",
     "ByteTokenizer",
     "DataConfig",

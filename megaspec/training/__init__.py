@@ -9,10 +9,13 @@ gradients, reports loss and tokens/s on a progress bar, measures validation loss
 logs every step to ``metrics.jsonl`` and saves ``model.safetensors``, ``config.yaml`` (the
 run's explicitly set fields) and ``progress.json``; :func:`load_trained_model` rebuilds the
 model from them. It stops at a non-finite loss without saving, and after the current step on
-SIGINT or SIGTERM, saving what it has. No ``torch.distributed`` setup is needed.
+SIGINT or SIGTERM, saving what it has. With ``training.checkpoint_interval`` it saves training
+checkpoints, and ``train(resume_from=...)`` continues from one exactly. No
+``torch.distributed`` setup is needed.
 
-Reading order: :mod:`.setup` (presets, model, optimizer, schedule, text, loading),
-:mod:`.loop` (the steps), :mod:`.files` (the run directory), :mod:`.stopping` (early stops).
+Reading order: :mod:`.setup` (presets, model, optimizer, schedule, loading), :mod:`.batches`
+(the training and validation batches), :mod:`.loop` (the steps), :mod:`.checkpoints` (saving
+and resuming), :mod:`.files` (the run directory), :mod:`.stopping` (early stops).
 """
 
 from megaspec.training.files import (
@@ -32,7 +35,6 @@ from megaspec.training.setup import (
     build_model,
     check_peft_base,
     configure_threads,
-    corpus_windows,
     learning_rate_at,
     load_trained_model,
     make_optimizer,
@@ -57,7 +59,6 @@ __all__ = [
     "check_output_dir",
     "check_peft_base",
     "configure_threads",
-    "corpus_windows",
     "learning_rate_at",
     "load_trained_model",
     "make_optimizer",

@@ -6,8 +6,9 @@ A plain run directory (what ``megaspec train`` writes) holds:
     config.yaml         the run config's explicitly set fields
     progress.json       {"steps_done": N, "steps": total, "stopped_by": null | "SIGINT" | "SIGTERM"}
     metrics.jsonl       one JSON object a line: every step, and every validation measurement
+    checkpoints/        training checkpoints, if any (see :mod:`megaspec.training.checkpoints`)
 
-A directory *holds a previous run* when it contains any of :data:`RUN_FILES` (these four,
+A directory *holds a previous run* when it contains any of :data:`RUN_FILES` (these,
 and an adapter run's files); ``megaspec train`` refuses to write there unless
 ``--overwrite``. Every file is written atomically (a temporary name, then a rename), so an
 interrupted save leaves the previous file, never half of one.
@@ -40,6 +41,7 @@ RUN_FILES: Final = (
     "adapter_config.json",
     "adapter_model.safetensors",
     "base_model.json",
+    "checkpoints",
 )
 """Files whose presence marks a directory as holding a previous run."""
 
@@ -80,13 +82,24 @@ class MetricsLog:
     """``metrics.jsonl`` being written: one JSON object a line, flushed as it is written.
 
     Each line is flushed at once, so a crashed or killed run keeps every step before it.
-    Non-finite numbers are written as ``null`` (JSON has no NaN).
+    Non-finite numbers are written as ``null`` (JSON has no NaN). A resumed run passes
+    ``resumed_at``, the checkpoint's step: the lines of later steps (the interrupted run's
+    steps after its checkpoint, which the resumed run does again) are dropped, the rest kept.
     """
 
-    def __init__(self, directory: PathLike | None) -> None:
+    def __init__(self, directory: PathLike | None, *, resumed_at: int | None = None) -> None:
         self._file: IO[str] | None = None
-        if directory is not None:
-            self._file = open(Path(directory) / METRICS_FILE, "w", encoding="utf-8")
+        if directory is None:
+            return
+        path = Path(directory) / METRICS_FILE
+        kept = []
+        if resumed_at is not None and path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            # A killed run's last line may be cut short: it is past the checkpoint anyway.
+            kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= resumed_at]
+        self._file = open(path, "w", encoding="utf-8")
+        self._file.writelines(kept)
+        self._file.flush()
 
     def write(self, **values: float | int) -> None:
         """Append one line (nothing without a directory)."""

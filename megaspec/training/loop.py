@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 
 import torch
@@ -11,13 +13,18 @@ from torch import Tensor
 from tqdm import tqdm
 
 from megaspec.config import PathLike, RunConfig, TrainingConfig, saved_text
-from megaspec.data import BatchSampler, WindowSampler
 from megaspec.models import GPTModel
+from megaspec.training.batches import Batch, RunBatches, run_batches
+from megaspec.training.checkpoints import (
+    Checkpointer,
+    check_checkpointing,
+    remove_previous_checkpoints,
+    restore,
+)
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
     build_model,
     check_peft_base,
-    corpus_windows,
     learning_rate_at,
     make_optimizer,
     set_learning_rate,
@@ -37,7 +44,8 @@ class TrainResult:
         tokens_per_second: training tokens per second of step time (validation excluded).
         seconds: wall time of the whole run, validation and saving included.
         stop_signal: the signal (SIGINT, SIGTERM) that stopped the run early, or ``None``;
-            ``len(losses)`` steps were done.
+            ``first_step + len(losses)`` steps were done.
+        first_step: the steps done before this call, by the checkpoint it resumed from.
     """
 
     run: RunConfig
@@ -47,6 +55,7 @@ class TrainResult:
     tokens_per_second: float
     seconds: float
     stop_signal: int | None = None
+    first_step: int = 0
 
 
 @dataclass
@@ -66,8 +75,9 @@ def train(
     progress: bool = True,
     model: GPTModel | None = None,
     save_model: bool = True,
+    resume_from: PathLike | None = None,
 ) -> TrainResult:
-    """Train ``run.model`` per ``run.training`` on the bundled text; save it to ``output_dir``.
+    """Train ``run.model`` per ``run.training`` on its data; save it to ``output_dir``.
 
     Deterministic for a given run, device and thread count. ``progress`` shows a tqdm bar
     with the loss, tokens/s and the last validation loss. ``model`` (built from ``run.model``,
@@ -76,16 +86,21 @@ def train(
     pretrained weights: :func:`megaspec.finetune.finetune` adds the adapter and calls this.
 
     With ``output_dir``, it is checked before the first step (it must be a directory this
-    process can write; previous files in it are replaced), ``metrics.jsonl`` is written as
-    training goes (see :mod:`megaspec.run_files`), and unless ``save_model`` is false the
-    model is saved at the end. SIGINT or SIGTERM stops the run after the current step; the
-    model so far is saved (``progress.json`` says how many steps were done) and the result's
-    ``stop_signal`` is set.
+    process can write; previous files in it are replaced, a previous ``checkpoints/``
+    deleted unless resuming), ``metrics.jsonl`` is written as training goes (see
+    :mod:`megaspec.training.files`), training checkpoints are saved every
+    ``training.checkpoint_interval`` steps (see :mod:`megaspec.training.checkpoints`) and
+    unless ``save_model`` is false the model is saved at the end. SIGINT or SIGTERM stops
+    the run after the current step; the model so far is saved (``progress.json`` says how
+    many steps were done), so is a checkpoint, and the result's ``stop_signal`` is set.
+    ``resume_from`` (a checkpoint directory) restores the model, optimizer, RNG, step and
+    data position, and training continues to ``training.steps``.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
-            :func:`build_model` and :func:`corpus_windows`), a ``peft`` run without
-            ``model``, or a config that cannot be saved.
+            :func:`build_model` and :func:`megaspec.training.batches.run_batches`), a
+            ``peft`` run without ``model``, or a config that cannot be saved.
+        CheckpointError: before the first step, for a checkpoint that cannot be resumed.
         OutputDirectoryError: before the first step, for an output directory that is a file
             or cannot be written.
         NonFiniteLossError: at the first NaN or infinite loss or gradient norm; that step's
@@ -95,17 +110,29 @@ def train(
     started = perf_counter()
     saved_text(run)  # a config that cannot be saved fails now, not after training
     check_peft_base(run, has_base=model is not None)
-    windows = corpus_windows(run)
+    check_checkpointing(run)
+    batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
     model = (build_model(run) if model is None else model).to(device)
-    metrics = MetricsLog(output_dir)
+    state = _TrainingState(model, make_optimizer(model, run.training), batches)
+    if resume_from is not None:
+        state.first_step = restore(resume_from, run=run, model=model,
+                                   optimizer=state.optimizer, batches=batches.train)  # fmt: skip
+    elif output_dir is not None:
+        remove_previous_checkpoints(output_dir)
+    if output_dir is not None and run.peft is None:
+        state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train, Path(output_dir))
+    metrics = MetricsLog(output_dir, resumed_at=state.first_step if resume_from else None)
     try:
         with stop_on_signals() as stop:
-            log = _run_steps(run, model, windows, metrics, stop, progress=progress)
+            log = _run_steps(run, state, metrics, stop, progress=progress)
+            steps_done = state.first_step + len(log.losses)
+            if stop.requested and state.checkpointer is not None:
+                state.checkpointer.save(steps_done)
             if output_dir is not None and save_model:
                 save_trained_model(
-                    model, run, output_dir, steps_done=len(log.losses), stopped_by=stop.signal_name
+                    model, run, output_dir, steps_done=steps_done, stopped_by=stop.signal_name
                 )
     finally:
         metrics.close()
@@ -117,33 +144,36 @@ def train(
         tokens_per_second=_tokens_per_step(run.training) * len(log.losses) / log.step_seconds,
         seconds=perf_counter() - started,
         stop_signal=stop.signal_number,
+        first_step=state.first_step,
     )
 
 
+@dataclass
+class _TrainingState:
+    """What the steps update, and where they start."""
+
+    model: GPTModel
+    optimizer: torch.optim.Optimizer
+    batches: RunBatches
+    first_step: int = 0
+    checkpointer: Checkpointer | None = None
+
+
 def _run_steps(
-    run: RunConfig,
-    model: GPTModel,
-    windows: tuple[BatchSampler, WindowSampler],
-    metrics: MetricsLog,
-    stop: StopRequest,
-    *,
-    progress: bool,
+    run: RunConfig, state: _TrainingState, metrics: MetricsLog, stop: StopRequest, *, progress: bool
 ) -> _Log:
-    """The optimisation loop; returns early (after a whole step) when ``stop`` fires."""
+    """The optimisation loop from ``state.first_step``; returns early (after a whole step)
+    when ``stop`` fires."""
     training = run.training
-    train_windows, validation_windows = windows
+    model, optimizer, batches = state.model, state.optimizer, state.batches
     model.train()
-    optimizer = make_optimizer(model, training)
     log = _Log()
-    generator = torch.Generator().manual_seed(training.seed)
-    with tqdm(range(training.steps), desc="train", unit="step", disable=not progress) as bar:
+    steps = range(state.first_step, training.steps)
+    with tqdm(steps, desc="train", unit="step", disable=not progress, initial=state.first_step,
+              total=training.steps) as bar:  # fmt: skip
         for step in bar:
             step_started = perf_counter()
-            inputs, labels = train_windows.sample(
-                batch_size=training.batch_size,
-                seq_length=training.sequence_length,
-                generator=generator,
-            )
+            inputs, labels = batches.train.next_batch()
             learning_rate = learning_rate_at(step, training)
             set_learning_rate(optimizer, learning_rate)
             loss, grad_norm = _training_step(model, optimizer, inputs, labels, training, step + 1)
@@ -154,11 +184,13 @@ def _run_steps(
                           tokens_per_second=_tokens_per_step(training) / seconds,
                           grad_norm=grad_norm)  # fmt: skip
             if stop.requested:
-                break
+                break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
-                value = validation_loss(model, validation_windows, training)
+                value = validation_loss(model, batches.validation)
                 log.validation.append((step + 1, value))
                 metrics.write(step=step + 1, validation_loss=value)
+            if state.checkpointer is not None:
+                state.checkpointer.after_step(step + 1)
             bar.set_postfix(_postfix(log, training), refresh=False)
     return log
 
@@ -215,27 +247,15 @@ def _training_step(
 
 
 @torch.no_grad()
-def validation_loss(model: GPTModel, windows: WindowSampler, training: TrainingConfig) -> float:
-    """Mean loss over ``training.eval_batches`` batches of ``windows``.
-
-    The batches come from a generator seeded with ``training.seed + 1`` on every call, so
-    successive validation losses of one run are measured on the same text. The model's
-    train/eval mode is restored afterwards.
-    """
-    generator = torch.Generator().manual_seed(training.seed + 1)
+def validation_loss(model: GPTModel, batches: Sequence[Batch]) -> float:
+    """Mean loss over ``batches`` (a run's fixed validation batches, so successive
+    validation losses are measured on the same text); the model's mode is restored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = 0.0
-    for _ in range(training.eval_batches):
-        inputs, labels = windows.sample(
-            batch_size=training.batch_size,
-            seq_length=training.sequence_length,
-            generator=generator,
-        )
-        losses: Tensor = model(inputs.to(device), labels=labels.to(device))
+    for inputs, labels in batches:
+        losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq]
         total += float(losses.mean().item())
     model.train(was_training)
-    return total / training.eval_batches
-
-
+    return total / len(batches)

@@ -1,4 +1,4 @@
-"""Setting a run up: presets, the model, the optimizer and its schedule, the text, loading."""
+"""Setting a run up: presets, the model, the optimizer and its schedule, loading."""
 
 from __future__ import annotations
 
@@ -14,14 +14,6 @@ import torch
 
 from megaspec.config import ConfigError, PathLike, RunConfig, TrainingConfig, load, resolve
 from megaspec.config.resolve import Override
-from megaspec.data import (
-    BatchSampler,
-    ByteTokenizer,
-    WindowSampler,
-    load_corpus,
-    train_validation_split,
-)
-from megaspec.data.text_files import DOCUMENT_SEPARATOR, PackedSampler, read_documents
 from megaspec.models import GPTModel
 from megaspec.optim import parameter_groups
 from megaspec.parallel import seeded_initialization
@@ -138,47 +130,6 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) ->
     """Give every group ``learning_rate`` times its ``lr_scale`` (1 if it has none)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate * group.get("lr_scale", 1.0)
-
-
-def corpus_windows(run: RunConfig) -> tuple[BatchSampler, WindowSampler]:
-    """Training and validation samplers over the text, byte-tokenized: the bundled text in
-    random windows, or ``training.data`` packed (see :mod:`megaspec.data.text_files`), its
-    held-out tail in random windows.
-
-    Raises:
-        ConfigError: if the model's vocabulary cannot hold bytes, ``training.data`` cannot
-            be read (naming the file), or a split is too short for
-            ``training.sequence_length``.
-    """
-    tokenizer = ByteTokenizer()
-    if run.model.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(
-            "model.vocab_size",
-            f"must be >= {tokenizer.vocab_size} for the byte tokenizer, got {run.model.vocab_size}",
-        )
-    training = run.training
-    if training.data is None:
-        text, what = load_corpus(), "the bundled text"
-    else:
-        try:
-            text = DOCUMENT_SEPARATOR.join(read_documents(Path(training.data)))
-        except ValueError as error:
-            raise ConfigError("training.data", str(error)) from None
-        what = training.data
-    train_windows, validation_windows = train_validation_split(
-        tokenizer.encode_tensor(text), training.validation_fraction
-    )
-    shortest = min(len(train_windows), len(validation_windows))
-    if training.sequence_length + 1 > shortest:
-        raise ConfigError(
-            "training.sequence_length",
-            f"{training.sequence_length} needs windows of {training.sequence_length + 1} "
-            f"tokens, but a split of {what} (validation_fraction "
-            f"{training.validation_fraction}) holds only {shortest}",
-        )
-    if training.data is None:
-        return train_windows, validation_windows
-    return PackedSampler(train_windows.tokens), validation_windows
 
 
 def load_trained_model(

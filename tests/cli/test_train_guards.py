@@ -126,8 +126,10 @@ def check_stopped_run(output: Path, stderr: str, name: str) -> None:
     steps_done = sum("loss" in line for line in metrics_lines(output))
     assert stderr.endswith(
         f"megaspec train: stopped by {name} after {steps_done} of 100000 steps; saved the model "
-        f"so far to {output} (progress.json records the steps done)\n"
+        f"so far to {output} (progress.json records the steps done) and a checkpoint to --resume "
+        f"from\n"
     )
+    assert (output / "checkpoints" / f"step-{steps_done:08d}" / "manifest.json").is_file()
     assert "Traceback" not in stderr
     assert json.loads((output / "progress.json").read_text()) == {
         "steps_done": steps_done, "steps": 100000, "stopped_by": name
@@ -152,6 +154,11 @@ def test_ctrl_c_stops_a_real_process_after_the_current_step_and_saves_the_model_
         process.kill()  # a no-op once it has exited
     assert process.returncode == 130, stderr
     check_stopped_run(output, stderr, "SIGINT")
+    steps_done = json.loads((output / "progress.json").read_text())["steps_done"]
+    # The checkpoint resumes; a shorter training.steps ends the run two steps later.
+    assert train_in(output, "--resume", "--steps", str(steps_done + 2)) == 0
+    assert [line["step"] for line in metrics_lines(output) if "loss" in line] == list(range(1, steps_done + 3))
+    assert json.loads((output / "progress.json").read_text())["steps_done"] == steps_done + 2
 
 
 def test_sigterm_stops_after_the_current_step_with_exit_143(
@@ -226,6 +233,7 @@ def test_print_config_prints_every_field_and_trains_nothing(
         **{field.name: field.default for field in fields(TrainingConfig)},
         "steps": 2, "batch_size": 2, "sequence_length": 16, "eval_batches": 1,
         "gradient_accumulation_steps": 2,
+        "data": {"path": None, "format": "text", "text_field": "text"},
     }  # fmt: skip
     assert not (tmp_path / "run").exists()
 
@@ -236,6 +244,8 @@ def test_help_lists_every_training_field_with_its_default(capsys: pytest.Capture
     text = capsys.readouterr().out
     for field in fields(TrainingConfig):
         default = "null" if field.default is None else field.default
-        assert f"\n  {field.name} ({default}): " in text
+        if field.name != "data":
+            assert f"\n  {field.name} ({default}): " in text
+    assert "\n  data ({format: text, path: null, text_field: text}): the documents to train on" in text
     assert "  learning_rate (0.003): peak AdamW learning rate, reached linearly over warmup_steps" in text
     assert "  130  stopped by SIGINT (Ctrl-C) after the current step; the model so far is saved" in text
