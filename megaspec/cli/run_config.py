@@ -92,6 +92,10 @@ def run_from_arguments(arguments: argparse.Namespace) -> RunConfig:
         if getattr(arguments, flag) is not None
     }
     overrides: list[Override] = [{"training": flags}] if flags else []
+    # --tensor-parallel-size (megaspec train) is the override parallel.tensor_parallel_size=K.
+    tensor_parallel_size = getattr(arguments, "tensor_parallel_size", None)
+    if tensor_parallel_size is not None:
+        overrides.append({"parallel": {"tensor_parallel_size": tensor_parallel_size}})
     overrides += arguments.overrides
     base = getattr(arguments, "base", None)
     if base is None:

@@ -5,12 +5,15 @@ minutes on two CPU cores with the defaults), save it and print a generated sampl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import signal
 import sys
 import textwrap
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import yaml
 
 from megaspec.checkpoint.adapters import CONFIG_FILE as ADAPTER_CONFIG_FILE
@@ -38,7 +41,9 @@ from megaspec.training import (
     configure_threads,
     train,
 )
+from megaspec.parallel import ParallelGroups
 from megaspec.training.checkpoints import CHECKPOINTS_DIRECTORY, find_resume_checkpoint
+from megaspec.training.distributed import is_distributed, is_main_rank, training_groups
 
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
@@ -94,6 +99,10 @@ def add_train_arguments(train_parser: argparse.ArgumentParser) -> None:
     option("--sample-tokens", type=int, default=200, metavar="N",
            help="bytes to generate after training, 0 for none (%(default)s)")
     option("--no-progress", action="store_true", help="hide the progress bar")
+    option("--tensor-parallel-size", type=int, default=None, metavar="K",
+           help="the override parallel.tensor_parallel_size=K: under torchrun, each model "
+           "replica spans K ranks and the world / K replicas are data parallel "
+           "(parallel.data_parallel_engine: fsdp or ddp); K > 1 needs torchrun")  # fmt: skip
     train_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     train_parser.description = textwrap.fill(DESCRIPTION, width=88)
     train_parser.epilog = f"{training_fields_help()}\n\n{EXIT_CODES}"
@@ -135,21 +144,41 @@ def run_train(arguments: argparse.Namespace) -> int:
         if arguments.resume is not None:
             given = None if arguments.resume is True else arguments.resume
             resume_from = find_resume_checkpoint(arguments.output_dir, given)
+        # Last: every rank has checked the output directory before rank 0 writes to it.
+        groups = training_groups(run)
     except (ValueError, OSError) as error:  # ConfigError and CheckpointError are ValueErrors
         print(f"megaspec train: {error}", file=sys.stderr)
         return 2
+    try:
+        # Under torchrun rank 0 speaks for the job; the others' output would repeat it.
+        quiet = contextlib.nullcontext() if is_main_rank() else contextlib.redirect_stdout(io.StringIO())
+        with quiet:
+            return _train_and_report(run, arguments, groups, threads, resume_from)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_and_report(
+    run: RunConfig,
+    arguments: argparse.Namespace,
+    groups: ParallelGroups,
+    threads: int,
+    resume_from: Path | None,
+) -> int:
+    """Train (on every rank of a torchrun job) and report; returns the exit code."""
     training = run.training
     if resume_from is not None:
         print(f"resuming from {resume_from}")
     print(f"training {_what(run, arguments)}"
           f"{''.join(f' + {path}' for path in arguments.config)} for {training.steps} steps of "
           f"{training.batch_size} x {training.sequence_length} tokens on {arguments.device} "
-          f"({threads} CPU threads)")  # fmt: skip
+          f"({threads} CPU threads{_layout(groups)})")  # fmt: skip
     device, output_dir, progress = arguments.device, arguments.output_dir, not arguments.no_progress
     try:
         if arguments.base is None:
             result = train(run, device=device, output_dir=output_dir, progress=progress,
-                           resume_from=resume_from)  # fmt: skip
+                           resume_from=resume_from, groups=groups)  # fmt: skip
         else:
             result = finetune(
                 run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
@@ -173,8 +202,15 @@ def run_train(arguments: argparse.Namespace) -> int:
               f"{' and a checkpoint to --resume from' if result.run.peft is None else ''}",
               file=sys.stderr)  # fmt: skip
         return 128 + result.stop_signal
-    _report(result, arguments)
+    _report(result, arguments, groups)
     return 0
+
+
+def _layout(groups: ParallelGroups) -> str:
+    if not is_distributed(groups):
+        return ""
+    return (f" per rank; {groups.data_size} data-parallel x {groups.tensor_size} "
+            f"tensor-parallel ranks")  # fmt: skip
 
 
 def _what(run: RunConfig, arguments: argparse.Namespace) -> str:
@@ -185,10 +221,11 @@ def _what(run: RunConfig, arguments: argparse.Namespace) -> str:
     return f"a {run.peft.type_name} adapter on {arguments.base} (base weights frozen)"
 
 
-def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
+def _report(result: TrainResult, arguments: argparse.Namespace, groups: ParallelGroups) -> None:
     losses = result.losses
     tail = losses[-min(10, len(losses)):]
-    print(result.model.summary())
+    if not is_distributed(groups):  # a summary of one rank's shards would mislead
+        print(result.model.summary())
     print(f"trained {len(losses)} steps in {result.seconds:.1f} s at "
           f"{result.tokens_per_second:,.0f} tokens/s: loss {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"(mean of last {len(tail)}: {sum(tail) / len(tail):.3f}), "
@@ -200,7 +237,9 @@ def _report(result: TrainResult, arguments: argparse.Namespace) -> None:
                  f"{PROGRESS_FILE} and {METRICS_FILE}")
     print(f"saved {saved} to {arguments.output_dir}")
     # generate_text speaks bytes; a run with another tokenizer has no sample to print.
-    if arguments.sample_tokens > 0 and result.run.training.tokenizer == BYTE_TOKENIZER:
+    if is_distributed(groups) and arguments.sample_tokens > 0:
+        print(f"no sample from a multi-process run: megaspec generate from {arguments.output_dir}")
+    elif arguments.sample_tokens > 0 and result.run.training.tokenizer == BYTE_TOKENIZER:
         seed = result.run.training.seed
         sample = generate_text(
             result.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from megaspec.config.adapters import AdapterConfig
 from megaspec.config.model import ModelConfig
@@ -28,6 +28,9 @@ class ParallelConfig(Config):
 
     tensor_parallel_size: int = field(default=1, metadata=checks(at_least(1)))
     sequence_parallel: bool = False
+    # How data-parallel replicas (a torchrun job's world / tensor_parallel_size) share the
+    # weights: FSDP2 shards them, DDP keeps a full copy on each; both average gradients.
+    data_parallel_engine: Literal["fsdp", "ddp"] = "fsdp"
 
 
 @dataclass(frozen=True, kw_only=True)

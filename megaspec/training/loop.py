@@ -9,11 +9,12 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from megaspec.config import PathLike, RunConfig, TrainingConfig, saved_text
+from megaspec.config import ConfigError, PathLike, RunConfig, TrainingConfig, saved_text
 from megaspec.models import GPTModel
+from megaspec.parallel import ParallelGroups, clip_grad_norm, data_parallel, global_mean_loss, local_batch
 from megaspec.training.batches import Batch, RunBatches, run_batches
 from megaspec.training.checkpoints import (
     Checkpointer,
@@ -21,6 +22,7 @@ from megaspec.training.checkpoints import (
     remove_previous_checkpoints,
     restore,
 )
+from megaspec.training.distributed import any_rank, is_distributed, is_main_rank, save_gathered_model
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
     build_model,
@@ -76,6 +78,7 @@ def train(
     model: GPTModel | None = None,
     save_model: bool = True,
     resume_from: PathLike | None = None,
+    groups: ParallelGroups | None = None,
 ) -> TrainResult:
     """Train ``run.model`` per ``run.training`` on its data; save it to ``output_dir``.
 
@@ -96,6 +99,14 @@ def train(
     ``resume_from`` (a checkpoint directory) restores the model, optimizer, RNG, step and
     data position, and training continues to ``training.steps``.
 
+    With ``groups`` spanning several processes (a torchrun job's,
+    :func:`megaspec.training.distributed.training_groups`), call it on every rank: each
+    builds its tensor-parallel shards, the replicas are made data parallel
+    (``parallel.data_parallel_engine``) and take their rows of the global batch every rank
+    draws alike, so the losses are one process's on the same batches. Rank 0 alone writes
+    files and shows progress; the model is gathered and saved as one process's. Such a run
+    is neither checkpointed nor resumed yet, and trains a fresh model only.
+
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
             :func:`build_model` and :func:`megaspec.training.batches.run_batches`), a
@@ -111,26 +122,34 @@ def train(
     saved_text(run)  # a config that cannot be saved fails now, not after training
     check_peft_base(run, has_base=model is not None)
     check_checkpointing(run)
+    groups = ParallelGroups.single() if groups is None else groups
+    if is_distributed(groups):
+        _check_distributed(run, groups, given_model=model is not None, resuming=resume_from is not None)
     batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
-    model = (build_model(run) if model is None else model).to(device)
-    state = _TrainingState(model, make_optimizer(model, run.training), batches)
+    model = (build_model(run, groups) if model is None else model).to(device)
+    stepped = _data_parallel(model, run, groups)  # before the optimizer: FSDP replaces parameters
+    state = _TrainingState(stepped, make_optimizer(model, run.training), batches, groups=groups)
     if resume_from is not None:
         state.first_step = restore(resume_from, run=run, model=model,
                                    optimizer=state.optimizer, batches=batches.train)  # fmt: skip
-    elif output_dir is not None:
+    elif output_dir is not None and is_main_rank():
         remove_previous_checkpoints(output_dir)
-    if output_dir is not None and run.peft is None:
+    if output_dir is not None and run.peft is None and not is_distributed(groups):
         state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train, Path(output_dir))
-    metrics = MetricsLog(output_dir, resumed_at=state.first_step if resume_from else None)
+    metrics = MetricsLog(output_dir if is_main_rank() else None,
+                         resumed_at=state.first_step if resume_from else None)  # fmt: skip
     try:
         with stop_on_signals() as stop:
-            log = _run_steps(run, state, metrics, stop, progress=progress)
+            log = _run_steps(run, state, metrics, stop, progress=progress and is_main_rank())
             steps_done = state.first_step + len(log.losses)
             if stop.requested and state.checkpointer is not None:
                 state.checkpointer.save(steps_done)
-            if output_dir is not None and save_model:
+            if output_dir is not None and save_model and is_distributed(groups):
+                save_gathered_model(model, run, output_dir, groups, steps_done=steps_done,
+                                    stopped_by=stop.signal_name)  # fmt: skip
+            elif output_dir is not None and save_model:
                 save_trained_model(
                     model, run, output_dir, steps_done=steps_done, stopped_by=stop.signal_name
                 )
@@ -148,15 +167,47 @@ def train(
     )
 
 
+def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: bool, resuming: bool) -> None:
+    """Refuse, before the first step, what a multi-process run cannot do yet.
+
+    Raises:
+        ConfigError: for checkpoints, a batch the replicas cannot share, or a peft run.
+        ValueError: for a given model or a resumed run.
+    """
+    if run.training.checkpoint_interval is not None:
+        raise ConfigError("training.checkpoint_interval",
+                          "multi-process (torchrun) runs are not checkpointed yet; leave it unset")  # fmt: skip
+    if run.training.batch_size % groups.data_size != 0:
+        raise ConfigError(
+            "training.batch_size",
+            f"{run.training.batch_size} sequences do not split over {groups.data_size} "
+            f"data-parallel replicas",
+        )
+    if given_model or run.peft is not None:
+        raise ValueError("multi-process (torchrun) runs train a fresh model only: no --from or peft")
+    if resuming:
+        raise ValueError("multi-process (torchrun) runs cannot --resume yet")
+
+
+def _data_parallel(model: GPTModel, run: RunConfig, groups: ParallelGroups) -> nn.Module:
+    """``model`` made data parallel over ``groups``' replicas (itself with one replica)."""
+    if groups.data_size == 1:
+        return model
+    if run.parallel.data_parallel_engine == "ddp":
+        return data_parallel(model, groups, engine="ddp")
+    return data_parallel(model, groups, engine="fsdp")
+
+
 @dataclass
 class _TrainingState:
     """What the steps update, and where they start."""
 
-    model: GPTModel
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     batches: RunBatches
     first_step: int = 0
     checkpointer: Checkpointer | None = None
+    groups: ParallelGroups = field(default_factory=ParallelGroups.single)
 
 
 def _run_steps(
@@ -173,17 +224,19 @@ def _run_steps(
               total=training.steps) as bar:  # fmt: skip
         for step in bar:
             step_started = perf_counter()
-            inputs, labels = batches.train.next_batch()
+            # Every rank draws the same global batch; each replica keeps its rows.
+            inputs, labels = (local_batch(rows, state.groups) for rows in batches.train.next_batch())
             learning_rate = learning_rate_at(step, training)
             set_learning_rate(optimizer, learning_rate)
-            loss, grad_norm = _training_step(model, optimizer, inputs, labels, training, step + 1)
+            loss, grad_norm = _training_step(model, optimizer, inputs, labels, training, step + 1,
+                                             state.groups)  # fmt: skip
             seconds = perf_counter() - step_started
             log.losses.append(loss)
             log.step_seconds += seconds
             metrics.write(step=step + 1, loss=loss, learning_rate=learning_rate,
                           tokens_per_second=_tokens_per_step(training) / seconds,
                           grad_norm=grad_norm)  # fmt: skip
-            if stop.requested:
+            if any_rank(stop.requested, state.groups):
                 break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
                 value = validation_loss(model, batches.validation)
@@ -208,18 +261,22 @@ def _postfix(log: _Log, training: TrainingConfig) -> dict[str, str]:
 
 
 def _training_step(
-    model: GPTModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     inputs: Tensor,
     labels: Tensor,
     training: TrainingConfig,
     step: int,
+    groups: ParallelGroups,
 ) -> tuple[float, float]:
     """One update over ``training.gradient_accumulation_steps`` equal micro-batches of
     ``inputs`` (``[batch, seq]``); returns the batch's mean loss and the gradient norm.
 
     Each micro-batch's mean loss is divided by their count before its backward, so the
-    summed gradients are those of the whole batch's mean loss.
+    summed gradients are those of the whole batch's mean loss. With several processes
+    (``groups``) ``inputs`` are this replica's rows; the engine averages gradients over the
+    replicas, and the loss and norm returned are global, so every rank takes the same
+    non-finite decision.
 
     Raises:
         NonFiniteLossError: before the update, for a NaN or infinite loss or gradient norm.
@@ -227,7 +284,7 @@ def _training_step(
     device = next(model.parameters()).device
     micro_batches = training.gradient_accumulation_steps
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64)  # summed as Python floats were
     for micro_inputs, micro_labels in zip(
         inputs.tensor_split(micro_batches), labels.tensor_split(micro_batches), strict=True
     ):
@@ -236,18 +293,22 @@ def _training_step(
         loss = losses.mean() / micro_batches
         # torch.autograd.backward is typed; Tensor.backward is not.
         torch.autograd.backward(loss)
-        total += float(loss.item())
-    if not math.isfinite(total):
-        raise NonFiniteLossError(step, "loss", total)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip))
+        total += loss.item()
+    mean_loss = float(global_mean_loss(total, groups))
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(step, "loss", mean_loss)
+    if is_distributed(groups):  # the norm over every rank's shards, equal on all of them
+        grad_norm = float(clip_grad_norm(model, training.grad_clip, groups))
+    else:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip))
     if not math.isfinite(grad_norm):
         raise NonFiniteLossError(step, "gradient norm", grad_norm)
     optimizer.step()
-    return total, grad_norm
+    return mean_loss, grad_norm
 
 
 @torch.no_grad()
-def validation_loss(model: GPTModel, batches: Sequence[Batch]) -> float:
+def validation_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
     """Mean loss over ``batches`` (a run's fixed validation batches, so successive
     validation losses are measured on the same text); the model's mode is restored."""
     device = next(model.parameters()).device

@@ -16,7 +16,7 @@ from megaspec.config import ConfigError, PathLike, RunConfig, TrainingConfig, lo
 from megaspec.config.resolve import Override
 from megaspec.models import GPTModel
 from megaspec.optim import parameter_groups
-from megaspec.parallel import seeded_initialization
+from megaspec.parallel import ParallelGroups, seeded_initialization
 from megaspec.training.files import CONFIG_FILE, WEIGHTS_FILE
 
 PRESETS: Final = ("small", "tiny")
@@ -72,22 +72,27 @@ def configure_threads(requested: int | None = None) -> int:
     return threads
 
 
-def build_model(run: RunConfig) -> GPTModel:
+def build_model(run: RunConfig, groups: ParallelGroups | None = None) -> GPTModel:
     """A freshly initialised ``run.model`` on the CPU, weights from ``run.training.seed``.
 
-    The global RNG state is left as it was.
+    With ``groups`` (a torchrun job's, :func:`megaspec.training.distributed.training_groups`)
+    each rank builds its tensor-parallel shards of the weights one process would draw. The
+    global RNG state is left as it was.
 
     Raises:
-        ConfigError: if the run asks for tensor parallelism (the main job is one process).
+        ConfigError: if the run's tensor-parallel size is not that of ``groups`` (one process
+            without them): tensor parallelism needs torchrun.
     """
-    if run.parallel.tensor_parallel_size != 1:
+    groups = ParallelGroups.single() if groups is None else groups
+    if run.parallel.tensor_parallel_size != groups.tensor_size:
         raise ConfigError(
             "parallel.tensor_parallel_size",
-            f"megaspec train runs on one process; expected 1, got "
-            f"{run.parallel.tensor_parallel_size}",
+            f"this job has {groups.tensor_size} tensor-parallel rank(s), got "
+            f"{run.parallel.tensor_parallel_size}; start tensor-parallel runs with torchrun "
+            f"(torchrun --nproc-per-node N -m megaspec train --tensor-parallel-size K ...)",
         )
     with seeded_initialization(run.training.seed):
-        return run.model.build(sequence_parallel=run.parallel.sequence_parallel)
+        return run.model.build(groups, sequence_parallel=run.parallel.sequence_parallel)
 
 
 def check_peft_base(run: RunConfig, *, has_base: bool) -> None:
