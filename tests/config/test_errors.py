@@ -55,7 +55,7 @@ def message_of(*overrides: str | dict[str, Any]) -> str:
         ),
         (
             "parallel.foo=1",
-            "parallel.foo: unknown field; valid names: sequence_parallel, tensor_parallel_size",
+            "parallel.foo: unknown field; valid names: data_parallel_engine, sequence_parallel, tensor_parallel_size",
         ),
         # Only configs chosen by type take a `type:` key.
         (
