@@ -18,7 +18,7 @@ from megaspec.training import load_trained_model
 REPOSITORY = Path(__file__).resolve().parents[2]
 TINY_RUN = ["train", "--preset", "tiny", "--threads", "1", "--steps", "4", "--sample-tokens", "0",
             "--no-progress"]  # fmt: skip
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 
 
 def _train(output_dir: Path, *, launcher: list[str], extra: list[str]) -> list[float]:
@@ -44,15 +44,22 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[fl
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [[], ["parallel.data_parallel_engine=ddp"], ["--tensor-parallel-size", "2"]],
-    ids=["data-parallel-fsdp", "data-parallel-ddp", "tensor-parallel"],
+    ("processes", "extra"),
+    [
+        (2, []),
+        (2, ["parallel.data_parallel_engine=ddp"]),
+        (2, ["--tensor-parallel-size", "2"]),
+        # FSDP's root keeps its parameters unsharded after the last (validation) forward;
+        # the gathered model must still hold the full vocabulary rows of every TP rank.
+        (4, ["--tensor-parallel-size", "2"]),
+    ],
+    ids=["data-parallel-fsdp", "data-parallel-ddp", "tensor-parallel", "data-x-tensor-parallel-fsdp"],
 )
 def test_torchrun_train_matches_one_process(
-    extra: list[str], one_process: tuple[Path, list[float]], tmp_path: Path
+    processes: int, extra: list[str], one_process: tuple[Path, list[float]], tmp_path: Path
 ) -> None:
     single_dir, single_losses = one_process
-    losses = _train(tmp_path, launcher=TORCHRUN, extra=extra)
+    losses = _train(tmp_path, launcher=[*TORCHRUN, str(processes)], extra=extra)
     assert len(losses) == 4
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(single_losses), rtol=1e-5, atol=0)
     parallel_model, run = load_trained_model(tmp_path)  # gathered into one process's layout
