@@ -64,7 +64,7 @@ from bench.peers.lora import (  # noqa: E402
 )
 from bench.peers.megaspec_gpt import MEGASPEC  # noqa: E402
 from bench.report import Result, finite, record_path, write_record  # noqa: E402
-from bench.train_step import Measurement, choose_device, run_peer, token_batch  # noqa: E402
+from bench.train_step import Measurement, run_peer, start_device, token_batch  # noqa: E402
 
 FORMAT = "megaspec-bench-peft/1"
 RESULTS_FOLDER = Path(REPOSITORY) / "bench" / "results"
@@ -336,13 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 unless a model failed or holds other adapter weights than it should."""
     args = parse_args(argv)
     config = SMALL if args.small else FULL
-    device = choose_device(args.device)
-    if device.type == "cpu" and not args.small:
-        print("the full config needs a CUDA GPU; use --small on a CPU", file=sys.stderr)
+    device = start_device(args.device, small=args.small)
+    if device is None:
         return 2
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        print(f"device: {torch.cuda.get_device_name(device)}")
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, python {sys.version.split()[0]}, {threads} CPU threads")
     print(f"config: {config}; warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)

@@ -234,6 +234,19 @@ def choose_device(requested: str | None) -> torch.device:
     return device
 
 
+def start_device(requested: str | None, *, small: bool) -> torch.device | None:
+    """The device to run on (:func:`choose_device`), made current and printed; ``None``, with
+    the reason on stderr, for the full config on a CPU (it needs a CUDA GPU)."""
+    device = choose_device(requested)
+    if device.type == "cpu" and not small:
+        print("the full config needs a CUDA GPU; use --small on a CPU", file=sys.stderr)
+        return None
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        print(f"device: {torch.cuda.get_device_name(device)}")
+    return device
+
+
 def skip_reason(peer: Peer, args: argparse.Namespace) -> str | None:
     """Why ``peer`` is left out of this run, or ``None`` if it runs."""
     if args.only:
@@ -301,13 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 unless a peer failed (``not run`` and ``skipped`` are fine)."""
     args = parse_args(argv)
     config = SMALL if args.small else FULL
-    device = choose_device(args.device)
-    if device.type == "cpu" and not args.small:
-        print("the full config needs a CUDA GPU; use --small for a CPU smoke test", file=sys.stderr)
+    device = start_device(args.device, small=args.small)
+    if device is None:
         return 2
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        print(f"device: {torch.cuda.get_device_name(device)}")
     print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
     print(f"config: {config}; parameters expected {config.expected_parameters():,}")
     print(f"warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)
