@@ -69,6 +69,10 @@ class TrainingConfig(Config):
         checkpoint_interval: save a training checkpoint every this many steps (``None``:
             none), into the output directory's ``checkpoints/``.
         keep_checkpoints: the newest checkpoints kept; older ones are deleted.
+        mixed_precision: ``none`` trains in the weights' float32; ``bfloat16`` runs the
+            forward and the loss under ``torch.autocast(dtype=torch.bfloat16)`` (matrix
+            products and attention in bfloat16, float32 master weights, gradients and
+            optimizer states), the usual way to train on a GPU.
     """
 
     steps: int = field(default=250, metadata=checks(at_least(1)))
@@ -90,6 +94,7 @@ class TrainingConfig(Config):
     tokenizer: str = field(default="byte", metadata=checks(tokenizer_name))
     checkpoint_interval: int | None = field(default=None, metadata=checks(optional(at_least(1))))
     keep_checkpoints: int = field(default=2, metadata=checks(at_least(1)))
+    mixed_precision: Literal["none", "bfloat16"] = "none"
 
     @classmethod
     def expand_shortcuts(cls, data: Mapping[str, Any], current: Self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -239,13 +240,23 @@ def _run_steps(
             if any_rank(stop.requested, state.groups):
                 break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
-                value = validation_loss(model, batches.validation)
+                value = validation_loss(model, batches.validation, training)
                 log.validation.append((step + 1, value))
                 metrics.write(step=step + 1, validation_loss=value)
             if state.checkpointer is not None:
                 state.checkpointer.after_step(step + 1)
             bar.set_postfix(_postfix(log, training), refresh=False)
     return log
+
+
+def forward_precision(
+    training: TrainingConfig | None, device: torch.device
+) -> contextlib.AbstractContextManager[None]:
+    """``torch.autocast`` to bfloat16 on ``device`` when ``training.mixed_precision`` asks
+    for it; otherwise nothing (the weights' own dtype)."""
+    if training is None or training.mixed_precision == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _tokens_per_step(training: TrainingConfig) -> int:
@@ -288,8 +299,8 @@ def _training_step(
     for micro_inputs, micro_labels in zip(
         inputs.tensor_split(micro_batches), labels.tensor_split(micro_batches), strict=True
     ):
-        # [batch / micro_batches, seq] float32
-        losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
+        with forward_precision(training, device):  # [batch / micro_batches, seq] float32
+            losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
         loss = losses.mean() / micro_batches
         # torch.autograd.backward is typed; Tensor.backward is not.
         torch.autograd.backward(loss)
@@ -308,15 +319,19 @@ def _training_step(
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
+def validation_loss(
+    model: nn.Module, batches: Sequence[Batch], training: TrainingConfig | None = None
+) -> float:
     """Mean loss over ``batches`` (a run's fixed validation batches, so successive
-    validation losses are measured on the same text); the model's mode is restored."""
+    validation losses are measured on the same text), in ``training``'s mixed precision;
+    the model's mode is restored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = 0.0
     for inputs, labels in batches:
-        losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq]
+        with forward_precision(training, device):  # [batch, seq]
+            losses: Tensor = model(inputs.to(device), labels=labels.to(device))
         total += float(losses.mean().item())
     model.train(was_training)
     return total / len(batches)
