@@ -1,4 +1,12 @@
-"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (bf16, TP=1)."""
+"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (TP=1): bf16, and FP8.
+
+The FP8 peers set Megatron's own ``TransformerConfig(fp8="hybrid", fp8_recipe=...)``, what
+Megatron-LM's ``--fp8-format hybrid --fp8-recipe ...`` sets: ``TransformerBlock.forward`` then
+runs the layers under TE's ``fp8_autocast`` with the recipe from ``megatron.core.fp8_utils.
+get_fp8_recipe`` (``delayed``: TE ``DelayedScaling`` with Megatron's defaults, amax history 1,
+``most_recent``; ``tensorwise``: TE ``Float8CurrentScaling``). Weights stay bf16 (no
+``fp8_param``); the embedding, final norm, output layer and loss run in bf16 as in Megatron-LM.
+"""
 
 from __future__ import annotations
 
@@ -64,8 +72,16 @@ def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]
     return cleanup
 
 
-def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any) -> Any:
-    """Megatron's ``TransformerConfig`` for ``config``'s Llama shape."""
+# Megatron's fp8_recipe name for each recipe the FP8 peers offer (TE's class in the comment).
+FP8_RECIPES = {"delayed": "delayed", "current": "tensorwise"}  # DelayedScaling, Float8CurrentScaling
+
+
+def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any, fp8: str | None = None) -> Any:
+    """Megatron's ``TransformerConfig`` for ``config``'s Llama shape; ``fp8`` is a key of
+    ``FP8_RECIPES`` (FP8 format ``hybrid``: E4M3 forward, E5M2 gradients) or ``None`` (bf16)."""
+    precision: dict[str, Any] = {}
+    if fp8 is not None:
+        precision = {"fp8": "hybrid", "fp8_recipe": FP8_RECIPES[fp8]}
     return TransformerConfig(
         num_layers=config.num_layers,
         hidden_size=config.hidden_size,
@@ -88,13 +104,16 @@ def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any) -
         bias_dropout_fusion=fused,
         masked_softmax_fusion=fused,
         apply_rope_fusion=fused,
+        **precision,
     )
 
 
-def _megatron_model(config: BenchConfig, device: torch.device, fused: bool, parts: dict[str, Any]) -> Any:
+def _megatron_model(
+    config: BenchConfig, device: torch.device, fused: bool, parts: dict[str, Any], fp8: str | None
+) -> Any:
     """Megatron's ``GPTModel`` (untied embeddings, RoPE) on ``device``, in train mode."""
     model = parts["GPTModel"](
-        config=_megatron_config(config, fused, parts["TransformerConfig"]),
+        config=_megatron_config(config, fused, parts["TransformerConfig"], fp8),
         transformer_layer_spec=parts["layer_spec"](),
         vocab_size=config.vocab_size,
         max_sequence_length=config.sequence,
@@ -111,18 +130,21 @@ def _megatron_model(config: BenchConfig, device: torch.device, fused: bool, part
     return model
 
 
-def build_megatron(config: BenchConfig, device: torch.device, *, fused: bool) -> Built:
+def build_megatron(config: BenchConfig, device: torch.device, *, fused: bool, fp8: str | None = None) -> Built:
     """Megatron-core GPTModel with the TE layer spec on a one-process group.
 
     ``fused`` turns on what Megatron-LM's pretrain_gpt.py enables by default (bias-SwiGLU,
-    bias-dropout-add and RoPE fusions). Raises ``PeerUnavailable`` without TE, Megatron or CUDA.
+    bias-dropout-add and RoPE fusions); ``fp8`` (a key of ``FP8_RECIPES``) trains the layers in
+    FP8 with that recipe. Raises ``PeerUnavailable`` without TE, Megatron or CUDA.
     """
+    if fp8 is not None and fp8 not in FP8_RECIPES:
+        raise ValueError(f"unknown FP8 recipe {fp8!r}; choose from {sorted(FP8_RECIPES)}")
     parts = _import_megatron()
     if device.type != "cuda":
         raise PeerUnavailable("Megatron-core with Transformer Engine needs a CUDA device")
     cleanup = start_parallel_state(parts["parallel_state"], parts["manual_seed"])
     try:
-        model = _megatron_model(config, device, fused, parts)
+        model = _megatron_model(config, device, fused, parts, fp8)
     except BaseException:
         cleanup()
         raise
@@ -150,4 +172,22 @@ MEGATRON = Peer(
     "Megatron-core+TE",
     [Variant("", build_megatron_fused), Variant("fusions off", build_megatron_unfused)],
     in_small=False,
+)
+
+
+def _fp8_variants(recipe: str) -> list[Variant]:
+    """The FP8 peer's builds: with Megatron-LM's fusions, then without."""
+
+    def fused(config: BenchConfig, device: torch.device) -> Built:
+        return build_megatron(config, device, fused=True, fp8=recipe)
+
+    def unfused(config: BenchConfig, device: torch.device) -> Built:
+        return build_megatron(config, device, fused=False, fp8=recipe)
+
+    return [Variant("", fused), Variant("fusions off", unfused)]
+
+
+MEGATRON_FP8 = Peer("megatron-fp8", "Megatron+TE FP8 delay", _fp8_variants("delayed"), in_small=False)
+MEGATRON_FP8_CURRENT = Peer(
+    "megatron-fp8-current", "Megatron+TE FP8 current", _fp8_variants("current"), in_small=False
 )
