@@ -78,7 +78,7 @@ class Measurement:
     inputs: Tensor  # [batch, sequence] token ids
     labels: Tensor  # [batch, sequence] the token after each input token
     args: argparse.Namespace
-    peak: MatmulPeak | None  # the bf16 matmul peak (CUDA only), for MFU
+    peak: MatmulPeak | None = None  # the bf16 matmul peak (CUDA only), for MFU
 
 
 @dataclass
@@ -286,8 +286,7 @@ def skip_reason(peer: Peer, args: argparse.Namespace) -> str | None:
 
 
 def run_all(run: Measurement) -> list[Result]:
-    """Every peer in order, each from the same seed; opt-in peers not asked for are left out
-    (``--small`` leaves out the CUDA-only peers even under ``--all``: they are ``skipped``)."""
+    """Every peer in order, each from the same seed; opt-in peers not asked for are left out."""
     results = []
     for peer in PEERS:
         reason = skip_reason(peer, run.args)
