@@ -11,6 +11,7 @@ get_fp8_recipe`` (``delayed``: TE ``DelayedScaling`` with Megatron's defaults, a
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -50,15 +51,26 @@ def _import_megatron() -> dict[str, Any]:
     }
 
 
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that no one listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]) -> Callable[[], None]:
     """A one-process NCCL group and Megatron's TP=1 state; returns the function ending both."""
     import torch.distributed as dist
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29531")
     created_group = not dist.is_initialized()
     if created_group:
-        dist.init_process_group(backend="nccl", world_size=1, rank=0)
+        # A fresh port each time: several Megatron peers (bf16, FP8) start and end a group in
+        # one process, and a port just closed may still be held by the old store's socket.
+        dist.init_process_group(
+            backend="nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0
+        )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=1, pipeline_model_parallel_size=1
     )
