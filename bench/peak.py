@@ -61,7 +61,9 @@ def measure_matmul_peak(
     return MatmulPeak(best, size, size, size, str(dtype).removeprefix("torch."), repeats, rounds)
 
 
-def _time_products(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, repeats: int, device: torch.device) -> float:
+def _time_products(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, repeats: int, device: torch.device
+) -> float:
     """Seconds for ``repeats`` products ``a @ b`` into ``out``."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -2,7 +2,8 @@
 
 The JSON record (``FORMAT``) holds ``format``, ``source``, ``date``, ``command``, ``machine``,
 ``versions``, ``config``, ``run``, ``peak`` (the measured bf16 matmul peak), ``results`` and
-``targets``; ``results`` maps each peer's name to its ``RESULT_FIELDS``. bench/README.md documents them; bench/results/ keeps the GPU runs.
+``targets``; ``results`` maps each peer's name to its ``RESULT_FIELDS``. bench/README.md
+documents them; bench/results/ keeps the GPU runs.
 """
 
 from __future__ import annotations

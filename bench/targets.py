@@ -62,8 +62,8 @@ def _ok(results: Sequence[Result], name: str) -> Result | None:
 def _why_missing(results: Sequence[Result], names: Sequence[str]) -> str:
     """What keeps ``names`` from being compared: each one's status, or that it was not asked for."""
     statuses = {r.name: r.status for r in results}
-    parts = [f"{name} {statuses.get(name, 'not in this run')}" for name in names if _ok(results, name) is None]
-    return "; ".join(parts)
+    missing = [name for name in names if _ok(results, name) is None]
+    return "; ".join(f"{name} {statuses.get(name, 'not in this run')}" for name in missing)
 
 
 def _ratio(
@@ -87,7 +87,9 @@ def _peak(r: Result) -> float | None:
     return r.peak_gib
 
 
-def _best_peer(results: Sequence[Result], field: Callable[[Result], float | None], lowest: bool) -> Result | None:
+def _best_peer(
+    results: Sequence[Result], field: Callable[[Result], float | None], lowest: bool
+) -> Result | None:
     """The bf16 peer with the highest (``lowest``: lowest) ``field``, among those measured."""
     measured = [r for r in results if r.name in BF16_PEERS and r.ok and field(r) is not None]
     if not measured:

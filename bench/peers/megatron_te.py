@@ -142,7 +142,9 @@ def _megatron_model(
     return model
 
 
-def build_megatron(config: BenchConfig, device: torch.device, *, fused: bool, fp8: str | None = None) -> Built:
+def build_megatron(
+    config: BenchConfig, device: torch.device, *, fused: bool, fp8: str | None = None
+) -> Built:
     """Megatron-core GPTModel with the TE layer spec on a one-process group.
 
     ``fused`` turns on what Megatron-LM's pretrain_gpt.py enables by default (bias-SwiGLU,
