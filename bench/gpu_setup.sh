@@ -12,7 +12,8 @@
 #                                            # joins, installs TE, builds transformer_engine_torch,
 #                                            # installs .whl/* (megatron-core, pydantic, liger-kernel)
 #                                            # into /tmp/site
-#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS,
+#   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS
+#                                            # (every option passes through: --all, --size hidden4096, ...),
 #                                            # JSON record to $OUT/<date>-<gpu>.json
 #   bash bench/gpu_setup.sh parity [ARGS...] # PYTHONPATH=/tmp/site python3 bench/megatron_parity.py ARGS,
 #                                            # JSON record to $OUT/megatron-parity.json

@@ -1,8 +1,9 @@
 """The results: one ``Result`` per peer, the printed table with its ratio lines, the JSON record.
 
 The JSON record (``FORMAT``) holds ``format``, ``source``, ``date``, ``command``, ``machine``,
-``versions``, ``config``, ``run`` and ``results``; ``results`` maps each peer's name to its
-``RESULT_FIELDS``. bench/README.md documents them; bench/results/ keeps the GPU runs.
+``versions``, ``config``, ``run``, ``peak`` (the measured bf16 matmul peak), ``results`` and
+``targets``; ``results`` maps each peer's name to its ``RESULT_FIELDS``. bench/README.md
+documents them; bench/results/ keeps the GPU runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from bench.config import BenchConfig
 
-FORMAT = "megaspec-bench-train-step/1"
+# /2: ``tflops`` (matrix products, causal attention halved) became ``model_tflops`` (issue 10's
+# 6N + 12 L h s) and ``mfu``; ``peak`` and ``targets`` were added.
+FORMAT = "megaspec-bench-train-step/2"
 
 
 @dataclass
@@ -31,7 +34,8 @@ class Result:
     step_ms_min: float | None = None
     step_ms_max: float | None = None
     tokens_per_s: float | None = None
-    tflops: float | None = None
+    model_tflops: float | None = None  # BenchConfig.model_flops_per_step over the median step
+    mfu: float | None = None  # model_tflops / the measured bf16 matmul peak
     weights_gib: float | None = None
     peak_gib: float | None = None
     first_loss: float | None = None
@@ -51,20 +55,28 @@ def _cell(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(results: list[Result], config: BenchConfig) -> list[str]:
-    """The header and one line per peer: parameters, step time, speed, memory, first loss."""
+def table(results: list[Result], config: BenchConfig, peak_tflops: float | None = None) -> list[str]:
+    """The header and one line per peer: parameters, step time, speed, model TFLOP/s and MFU,
+    memory, first loss."""
+    peak = "not measured: CUDA only" if peak_tflops is None else f"{peak_tflops:.0f} TFLOP/s"
     lines = [
         f"Training step (fwd+bwd, bf16, mean CE), batch {config.batch} x sequence "
         f"{config.sequence} = {config.tokens} tokens, {config.num_layers} layers, hidden "
         f"{config.hidden_size}, ffn {config.ffn_hidden_size}, vocab {config.vocab_size}",
-        f"{'framework':<18} {'parameters':>14} {'step ms':>9} {'tokens/s':>10} "
-        f"{'TFLOP/s':>8} {'peak GiB':>9} {'loss0':>7}  status",
+        f"model TFLOP/s: tokens/s x (6N + 12 x layers x hidden x sequence) per token, N = "
+        f"{config.non_embedding_parameters():,} parameters without the input embedding "
+        f"({config.model_flops_per_token() / 1e9:.4g} GFLOP/token); MFU: model TFLOP/s / bf16 "
+        f"matmul peak measured in this run ({peak})",
+        f"{'framework':<24} {'parameters':>14} {'step ms':>9} {'tokens/s':>10} "
+        f"{'TFLOP/s':>8} {'MFU %':>6} {'peak GiB':>9} {'loss0':>7}  status",
     ]
     for r in results:
+        mfu = None if r.mfu is None else 100.0 * r.mfu
         lines.append(
-            f"{r.label:<18} {_cell(r.parameters, ',d'):>14} {_cell(r.step_ms, '.1f'):>9} "
-            f"{_cell(r.tokens_per_s, ',.0f'):>10} {_cell(r.tflops, '.0f'):>8} "
-            f"{_cell(r.peak_gib, '.2f'):>9} {_cell(r.first_loss, '.3f'):>7}  {r.status}"
+            f"{r.label:<24} {_cell(r.parameters, ',d'):>14} {_cell(r.step_ms, '.1f'):>9} "
+            f"{_cell(r.tokens_per_s, ',.0f'):>10} {_cell(r.model_tflops, '.1f'):>8} "
+            f"{_cell(mfu, '.1f'):>6} {_cell(r.peak_gib, '.2f'):>9} {_cell(r.first_loss, '.3f'):>7}  "
+            f"{r.status}"
         )
     return lines
 
@@ -99,9 +111,11 @@ def ratio_lines(results: list[Result]) -> list[str]:
     return lines
 
 
-def report(results: list[Result], config: BenchConfig) -> str:
+def report(results: list[Result], config: BenchConfig, peak_tflops: float | None = None) -> str:
     """The final printout: table, parameter check, ratio lines."""
-    return "\n".join(["", *table(results, config), parameter_line(results, config), *ratio_lines(results)])
+    return "\n".join([
+        "", *table(results, config, peak_tflops), parameter_line(results, config), *ratio_lines(results)
+    ])  # fmt: skip
 
 
 def finite(value: object) -> object:
@@ -118,8 +132,11 @@ def record(
     machine: dict[str, object],
     versions: dict[str, object],
     run: dict[str, object],
+    peak: dict[str, object] | None = None,
+    targets: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, object]:
-    """The JSON record of one run (see the module docstring for its keys)."""
+    """The JSON record of one run (see the module docstring for its keys); ``peak`` is
+    ``None`` where not measured, ``targets`` maps each target's name to its entry."""
     return {
         "format": FORMAT,
         "source": "measured by bench/train_step.py",
@@ -129,9 +146,11 @@ def record(
         "versions": versions,
         "config": asdict(config),
         "run": run,
+        "peak": peak,
         "results": {
             r.name: {key: finite(getattr(r, key)) for key in RESULT_FIELDS} for r in results
         },
+        "targets": targets or {},
     }
 
 

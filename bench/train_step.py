@@ -2,8 +2,9 @@
 """Training-step throughput and peak memory: megaspec against its peers.
 
 One run builds, times and frees each framework in turn on the same Llama-style config
-(16 layers, hidden 2048, 16 heads with 16 KV heads, gated SiLU MLP 5632, RMSNorm 1e-5,
-RoPE 10000, vocab 32000 untied, sequence 2048, micro-batch 4, no biases, no dropout):
+(``--size 1b``, the default: 16 layers, hidden 2048, 16 heads with 16 KV heads, gated SiLU MLP
+5632, RMSNorm 1e-5, RoPE 10000, vocab 32000 untied, sequence 2048, micro-batch 4, no biases, no
+dropout; ``--size hidden4096``: 8 layers, hidden 4096, 32 heads, MLP 11008, the rest alike):
 
 - ``megaspec``: megaspec ``GPTModel`` from ``megaspec.backends.torch.llama_submodules`` (bf16),
   with ``fuse_elementwise``; ``megaspec-eager`` without it;
@@ -12,7 +13,8 @@ RoPE 10000, vocab 32000 untied, sequence 2048, micro-batch 4, no biases, no drop
 - ``hf-liger``: the same HF model with Liger kernels (RoPE, SwiGLU, RMSNorm, fused linear
   cross-entropy); CUDA only;
 - ``megatron``: Megatron-core ``GPTModel`` with the Transformer Engine layer spec (bf16, TP=1)
-  and Megatron-LM's default fusions.
+  and Megatron-LM's default fusions; ``megatron-fp8`` and ``megatron-fp8-current`` the same
+  in FP8 (format hybrid; recipe delayed, or tensorwise current scaling).
 
 A step is forward + backward of the mean token cross-entropy (float32 softmax in every
 framework) on the same (input, next token) pairs, gradients set to ``None`` before each step,
@@ -20,12 +22,17 @@ no optimizer. Steps are timed with CUDA events after warm-up; the median is repo
 tokens/s (= batch * sequence / step time). Peak memory is ``torch.cuda.max_memory_allocated``
 over the steps, reset after the model was built and the previous framework freed: weights +
 gradients + activations. A peer that cannot run here is listed as ``not run: <reason>``.
+Model TFLOP/s counts ``6N + 12 x layers x hidden x sequence`` FLOPs per token (``N``: the
+parameters without the input embedding); MFU divides it by a bf16 matmul peak measured at the
+start of the run; issue 10's targets are printed last as ``met`` or ``missed``.
 
 Usage::
 
     python bench/train_step.py                  # full config, needs a CUDA GPU
     python bench/train_step.py --small          # tiny config, CPU smoke test
     python bench/train_step.py --profile        # + torch.profiler kernel summary
+    python bench/train_step.py --all            # every framework, hf-compile included
+    python bench/train_step.py --size hidden4096
 
 On CUDA the results are also written as JSON to bench/results/<date>-<gpu>.json (``--json``
 chooses another file or folder). See bench/README.md for the device machine.
@@ -53,9 +60,11 @@ if REPOSITORY not in sys.path:
     sys.path.insert(0, REPOSITORY)
 
 from bench import environment, timing  # noqa: E402
-from bench.config import FULL, SMALL, BenchConfig  # noqa: E402
+from bench.config import SIZES, BenchConfig  # noqa: E402
+from bench.peak import MatmulPeak, measure_matmul_peak  # noqa: E402
 from bench.peers import PEERS, Built, Peer, PeerUnavailable  # noqa: E402
 from bench.report import Result, record, record_path, report, write_record  # noqa: E402
+from bench.targets import check_targets  # noqa: E402
 
 RESULTS_FOLDER = Path(REPOSITORY) / "bench" / "results"
 
@@ -69,6 +78,7 @@ class Measurement:
     inputs: Tensor  # [batch, sequence] token ids
     labels: Tensor  # [batch, sequence] the token after each input token
     args: argparse.Namespace
+    peak: MatmulPeak | None = None  # the bf16 matmul peak (CUDA only), for MFU
 
 
 @dataclass
@@ -127,6 +137,7 @@ def measure(peer: Peer, started: Started, run: Measurement) -> Result:
         started.step()
     times, last = timing.time_steps(started.step, run.args.steps, run.device)
     median = statistics.median(times)
+    model_tflops = run.config.model_flops_per_step() / (median / 1e3) / 1e12
     result = Result(
         name=peer.name,
         label=peer.label,
@@ -136,7 +147,8 @@ def measure(peer: Peer, started: Started, run: Measurement) -> Result:
         step_ms_min=min(times),
         step_ms_max=max(times),
         tokens_per_s=run.config.tokens / (median / 1e3),
-        tflops=run.config.matmul_flops_per_step() / (median / 1e3) / 1e12,
+        model_tflops=model_tflops,
+        mfu=model_tflops / run.peak.tflops if run.peak is not None else None,
         weights_gib=started.weights_gib,
         peak_gib=timing.peak_gib(run.device),
         first_loss=started.first_loss,
@@ -197,7 +209,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--small", action="store_true", help="tiny config (CPU smoke test)")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default=None,
+        help="model and batch: 1b (default; 16 layers, hidden 2048), hidden4096 (8 layers, hidden "
+        "4096, 32 heads, ffn 11008), small (CPU smoke test)",
+    )
+    parser.add_argument("--small", action="store_true", help="the same as --size small")
     parser.add_argument("--profile", action="store_true", help="torch.profiler summary per framework")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
@@ -206,10 +223,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile-dir", default=None,
         help="with --profile: write profile_<framework>.txt (top 60 kernels, ops by input shape) here",
     )
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
         "--only", default=None,
         help=f"comma-separated subset of {names} (default: all but the opt-in hf-compile; "
         "--small: no megatron)",
+    )
+    choice.add_argument("--all", action="store_true", help="every framework, the opt-in ones too")
+    parser.add_argument(
+        "--no-peak", action="store_true",
+        help="skip measuring the bf16 matmul peak (then no MFU and no MFU target)",
     )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
@@ -218,11 +241,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default folder bench/results/; on CUDA a record is written there even without --json)",
     )
     args = parser.parse_args(argv)
+    if args.small and args.size not in (None, "small"):
+        parser.error(f"--small contradicts --size {args.size}")
+    args.size = "small" if args.small else args.size or "1b"
+    args.small = args.size == "small"
     if args.steps < 1 or args.warmup < 1 or args.profile_steps < 1:
         parser.error("--steps, --warmup and --profile-steps must be at least 1")
     unknown = sorted(set(args.only.split(",")) - {p.name for p in PEERS}) if args.only else []
     if unknown:
-        parser.error(f"unknown framework(s) {unknown}; choose from {names}")
+        parser.error(f"unknown framework(s) {', '.join(unknown)} in --only; the frameworks are {names}")
     return args
 
 
@@ -249,6 +276,8 @@ def start_device(requested: str | None, *, small: bool) -> torch.device | None:
 
 def skip_reason(peer: Peer, args: argparse.Namespace) -> str | None:
     """Why ``peer`` is left out of this run, or ``None`` if it runs."""
+    if args.all:
+        return None
     if args.only:
         return None if peer.name in args.only.split(",") else "skipped (--only)"
     if peer.opt_in:
@@ -269,6 +298,22 @@ def run_all(run: Measurement) -> list[Result]:
     return results
 
 
+def matmul_peak(device: torch.device, skip: bool) -> MatmulPeak | None:
+    """The bf16 matmul peak on a CUDA device, measured before any peer runs (``None`` on a
+    CPU, where a peak says little, or with ``--no-peak``)."""
+    if skip or device.type != "cuda":
+        print("bf16 matmul peak: not measured" + (" (--no-peak)" if skip else " (CUDA only)"))
+        return None
+    peak = measure_matmul_peak(device)
+    print(
+        f"bf16 matmul peak: {peak.tflops:.1f} TFLOP/s (best of {peak.rounds} x {peak.repeats} "
+        f"products {peak.m}x{peak.k} @ {peak.k}x{peak.n})",
+        flush=True,
+    )
+    timing.free_memory(device)
+    return peak
+
+
 def token_batch(config: BenchConfig, device: torch.device) -> tuple[Tensor, Tensor]:
     """Random tokens from a fixed seed: (inputs, labels), labels the inputs shifted by one."""
     generator = torch.Generator().manual_seed(0)
@@ -286,13 +331,14 @@ def print_profiles(results: list[Result]) -> None:
             print(f"\n--- profile: {chosen.label} ---\n{chosen.profile}")
 
 
-def save_record(results: list[Result], run: Measurement) -> None:
+def save_record(results: list[Result], run: Measurement, targets: dict[str, dict[str, object]]) -> None:
     """Write the JSON record where ``--json`` says (on CUDA, by default to bench/results/)."""
     if run.args.json is None and run.device.type != "cuda":
         return
     path = record_path(run.args.json or "", RESULTS_FOLDER, environment.gpu_slug(run.device))
     options: dict[str, object] = {
         "device": str(run.device),
+        "size": run.args.size,
         "small": run.args.small,
         "steps": run.args.steps,
         "warmup": run.args.warmup,
@@ -305,6 +351,8 @@ def save_record(results: list[Result], run: Measurement) -> None:
         machine=environment.machine(run.device),
         versions=environment.versions(),
         run=options,
+        peak=run.peak.as_record() if run.peak is not None else None,
+        targets=targets,
     )
     write_record(data, path)
     print(f"results written to {path}")
@@ -313,20 +361,23 @@ def save_record(results: list[Result], run: Measurement) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 unless a peer failed (``not run`` and ``skipped`` are fine)."""
     args = parse_args(argv)
-    config = SMALL if args.small else FULL
+    config = SIZES[args.size]
     device = start_device(args.device, small=args.small)
     if device is None:
         return 2
     print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
-    print(f"config: {config}; parameters expected {config.expected_parameters():,}")
+    print(f"config ({args.size}): {config}; parameters expected {config.expected_parameters():,}")
+    peak = matmul_peak(device, args.no_peak)
     print(f"warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)
     inputs, labels = token_batch(config, device)
-    run = Measurement(config, device, inputs, labels, args)
+    run = Measurement(config, device, inputs, labels, args, peak)
     results = run_all(run)
     if args.profile:
         print_profiles(results)
-    print(report(results, config), flush=True)
-    save_record(results, run)
+    print(report(results, config, peak.tflops if peak is not None else None), flush=True)
+    targets = check_targets(results, peak.tflops if peak is not None else None)
+    print("\n".join(target.line() for target in targets), flush=True)
+    save_record(results, run, {target.name: target.as_record() for target in targets})
     return 0 if not any(r.status.startswith("failed") for r in results) else 1
 
 

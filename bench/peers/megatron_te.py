@@ -1,8 +1,17 @@
-"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (bf16, TP=1)."""
+"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (TP=1): bf16, and FP8.
+
+The FP8 peers set Megatron's own ``TransformerConfig(fp8="hybrid", fp8_recipe=...)``, what
+Megatron-LM's ``--fp8-format hybrid --fp8-recipe ...`` sets: ``TransformerBlock.forward`` then
+runs the layers under TE's ``fp8_autocast`` with the recipe from ``megatron.core.fp8_utils.
+get_fp8_recipe`` (``delayed``: TE ``DelayedScaling`` with Megatron's defaults, amax history 1,
+``most_recent``; ``tensorwise``: TE ``Float8CurrentScaling``). Weights stay bf16 (no
+``fp8_param``); the embedding, final norm, output layer and loss run in bf16 as in Megatron-LM.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -42,15 +51,26 @@ def _import_megatron() -> dict[str, Any]:
     }
 
 
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that no one listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]) -> Callable[[], None]:
     """A one-process NCCL group and Megatron's TP=1 state; returns the function ending both."""
     import torch.distributed as dist
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29531")
     created_group = not dist.is_initialized()
     if created_group:
-        dist.init_process_group(backend="nccl", world_size=1, rank=0)
+        # A fresh port each time: several Megatron peers (bf16, FP8) start and end a group in
+        # one process, and a port just closed may still be held by the old store's socket.
+        dist.init_process_group(
+            backend="nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0
+        )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=1, pipeline_model_parallel_size=1
     )
@@ -64,8 +84,16 @@ def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]
     return cleanup
 
 
-def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any) -> Any:
-    """Megatron's ``TransformerConfig`` for ``config``'s Llama shape."""
+# Megatron's fp8_recipe name for each recipe the FP8 peers offer (TE's class in the comment).
+FP8_RECIPES = {"delayed": "delayed", "current": "tensorwise"}  # DelayedScaling, Float8CurrentScaling
+
+
+def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any, fp8: str | None = None) -> Any:
+    """Megatron's ``TransformerConfig`` for ``config``'s Llama shape; ``fp8`` is a key of
+    ``FP8_RECIPES`` (FP8 format ``hybrid``: E4M3 forward, E5M2 gradients) or ``None`` (bf16)."""
+    precision: dict[str, Any] = {}
+    if fp8 is not None:
+        precision = {"fp8": "hybrid", "fp8_recipe": FP8_RECIPES[fp8]}
     return TransformerConfig(
         num_layers=config.num_layers,
         hidden_size=config.hidden_size,
@@ -88,13 +116,16 @@ def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any) -
         bias_dropout_fusion=fused,
         masked_softmax_fusion=fused,
         apply_rope_fusion=fused,
+        **precision,
     )
 
 
-def _megatron_model(config: BenchConfig, device: torch.device, fused: bool, parts: dict[str, Any]) -> Any:
+def _megatron_model(
+    config: BenchConfig, device: torch.device, fused: bool, parts: dict[str, Any], fp8: str | None
+) -> Any:
     """Megatron's ``GPTModel`` (untied embeddings, RoPE) on ``device``, in train mode."""
     model = parts["GPTModel"](
-        config=_megatron_config(config, fused, parts["TransformerConfig"]),
+        config=_megatron_config(config, fused, parts["TransformerConfig"], fp8),
         transformer_layer_spec=parts["layer_spec"](),
         vocab_size=config.vocab_size,
         max_sequence_length=config.sequence,
@@ -111,18 +142,23 @@ def _megatron_model(config: BenchConfig, device: torch.device, fused: bool, part
     return model
 
 
-def build_megatron(config: BenchConfig, device: torch.device, *, fused: bool) -> Built:
+def build_megatron(
+    config: BenchConfig, device: torch.device, *, fused: bool, fp8: str | None = None
+) -> Built:
     """Megatron-core GPTModel with the TE layer spec on a one-process group.
 
     ``fused`` turns on what Megatron-LM's pretrain_gpt.py enables by default (bias-SwiGLU,
-    bias-dropout-add and RoPE fusions). Raises ``PeerUnavailable`` without TE, Megatron or CUDA.
+    bias-dropout-add and RoPE fusions); ``fp8`` (a key of ``FP8_RECIPES``) trains the layers in
+    FP8 with that recipe. Raises ``PeerUnavailable`` without TE, Megatron or CUDA.
     """
+    if fp8 is not None and fp8 not in FP8_RECIPES:
+        raise ValueError(f"unknown FP8 recipe {fp8!r}; choose from {sorted(FP8_RECIPES)}")
     parts = _import_megatron()
     if device.type != "cuda":
         raise PeerUnavailable("Megatron-core with Transformer Engine needs a CUDA device")
     cleanup = start_parallel_state(parts["parallel_state"], parts["manual_seed"])
     try:
-        model = _megatron_model(config, device, fused, parts)
+        model = _megatron_model(config, device, fused, parts, fp8)
     except BaseException:
         cleanup()
         raise
@@ -150,4 +186,22 @@ MEGATRON = Peer(
     "Megatron-core+TE",
     [Variant("", build_megatron_fused), Variant("fusions off", build_megatron_unfused)],
     in_small=False,
+)
+
+
+def _fp8_variants(recipe: str) -> list[Variant]:
+    """The FP8 peer's builds: with Megatron-LM's fusions, then without."""
+
+    def fused(config: BenchConfig, device: torch.device) -> Built:
+        return build_megatron(config, device, fused=True, fp8=recipe)
+
+    def unfused(config: BenchConfig, device: torch.device) -> Built:
+        return build_megatron(config, device, fused=False, fp8=recipe)
+
+    return [Variant("", fused), Variant("fusions off", unfused)]
+
+
+MEGATRON_FP8 = Peer("megatron-fp8", "Megatron+TE FP8 delay", _fp8_variants("delayed"), in_small=False)
+MEGATRON_FP8_CURRENT = Peer(
+    "megatron-fp8-current", "Megatron+TE FP8 current", _fp8_variants("current"), in_small=False
 )

@@ -16,7 +16,14 @@ from tests.helpers.bench_runs import BenchRun, run_bench
 SMALL_VOCAB = 512
 
 # The keys bench/README.md documents.
-RECORD_KEYS = {"format", "source", "date", "command", "machine", "versions", "config", "run", "results"}
+RECORD_KEYS = {
+    "format", "source", "date", "command", "machine", "versions", "config", "run", "peak", "results",
+    "targets",
+}
+TARGETS = {
+    "speed_vs_fastest_peer", "memory_vs_lowest_peer", "te_vs_megatron", "megaspec-te-fp8_vs_megatron-fp8",
+    "megaspec-te-fp8-current_vs_megatron-fp8-current", "megaspec_mfu",
+}
 MACHINE_KEYS = {
     "platform", "cpu_count", "device", "gpu", "gpu_count", "gpu_memory_gib", "gpu_capability",
     "driver_version", "cuda_version", "cudnn_version",
@@ -26,8 +33,8 @@ VERSION_KEYS = {
     "megaspec",
 }
 RESULT_KEYS = {
-    "label", "status", "parameters", "step_ms", "step_ms_min", "step_ms_max", "tokens_per_s", "tflops",
-    "weights_gib", "peak_gib", "first_loss", "last_loss",
+    "label", "status", "parameters", "step_ms", "step_ms_min", "step_ms_max", "tokens_per_s",
+    "model_tflops", "mfu", "weights_gib", "peak_gib", "first_loss", "last_loss",
 }
 
 
@@ -73,5 +80,30 @@ def test_json_record_has_documented_keys(small_run: BenchRun) -> None:
     assert set(record["versions"]["megaspec"]) == {"git_commit", "git_dirty", "source_sha256"}
     assert "bench/train_step.py --small" in record["command"]
     assert record["config"]["vocab_size"] == SMALL_VOCAB
+    assert record["run"]["size"] == "small"
+    assert record["peak"] is None  # measured on CUDA only
+    assert set(record["targets"]) == TARGETS
+    for target in record["targets"].values():
+        assert set(target) == {"description", "value", "threshold", "comparison", "verdict"}
     for name, result in record["results"].items():
         assert set(result) == RESULT_KEYS, name
+
+
+def test_model_tflops_follow_the_step_time(small_run: BenchRun) -> None:
+    megaspec = small_run.record["results"]["megaspec"]
+    flops_per_step = 3_002_112 * 2 * 64  # tests/bench/test_bench_config.py derives it
+    assert megaspec["model_tflops"] == pytest.approx(flops_per_step / (megaspec["step_ms"] / 1e3) / 1e12)
+    assert megaspec["mfu"] is None  # no peak on a CPU
+
+
+def test_targets_are_printed_with_verdicts(small_run: BenchRun) -> None:
+    lines = [line for line in small_run.output.splitlines() if line.startswith("target ")]
+    assert len(lines) == 6, lines
+    mfu = "target megaspec model TFLOP/s / measured bf16 peak: - (target >= 0.80) not measured: "
+    assert any(line.startswith(mfu) for line in lines), lines
+    speed = small_run.record["targets"]["speed_vs_fastest_peer"]
+    results = small_run.record["results"]
+    if results["hf"]["status"] == "ok":  # transformers installed: the only bf16 peer on a CPU
+        assert speed["verdict"] in ("met", "missed")
+        ratio = results["megaspec"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
+        assert speed["value"] == pytest.approx(ratio)
