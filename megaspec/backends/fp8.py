@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch.distributed as dist
 
 from megaspec.backends.te_import import import_transformer_engine
-from megaspec.schema import Config, at_least, checks
+from megaspec.schema import Config, ConfigError, at_least, checks
 
 Fp8Recipe = Literal["delayed", "current"]
 Fp8Format = Literal["hybrid", "e4m3"]
@@ -51,6 +51,17 @@ class Fp8Config(Config):
     amax_history_len: int = field(default=1024, metadata=checks(at_least(1)))
     amax_compute_algo: Literal["max", "most_recent"] = "max"
     margin: int = field(default=0, metadata=checks(at_least(0)))
+
+    def validate(self) -> None:
+        super().validate()
+        for name, allowed in (
+            ("recipe", get_args(Fp8Recipe)),
+            ("format", get_args(Fp8Format)),
+            ("amax_compute_algo", ("max", "most_recent")),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def te_recipe(config: Fp8Config) -> Any:
