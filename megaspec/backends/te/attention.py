@@ -64,4 +64,4 @@ class TEDotProductAttention(nn.Module):
         query, key, value = (part.permute(2, 0, 1, 3).contiguous() for part in (query, key, value))
         attended: Tensor = self.te_module(query, key, value)  # [s, b, heads * head_dim]
         # [s, b, n * d] -> [b, n, s, d]
-        return attended.view(sequence, batch, self.local_heads, self.head_dim).permute(1, 2, 0, 3)
+        return attended.reshape(sequence, batch, self.local_heads, self.head_dim).permute(1, 2, 0, 3)
