@@ -69,30 +69,32 @@ def portable_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 def load_portable_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     """Load ``state_dict`` (torch-backend names, e.g. from :func:`portable_state_dict` or a
-    torch-backend model's ``state_dict()``) into ``model`` of any backend, strictly.
+    torch-backend model's ``state_dict()``) into ``model`` of any backend.
 
-    ``model``'s ``_extra_state`` entries keep their current values.
+    Every parameter and buffer of ``model`` must be given and every entry used. ``model``'s
+    ``_extra_state`` entries are not touched: they are not handed back to Transformer Engine
+    (which refuses to unpickle FP8 state unless told it is safe), so the FP8 history stays.
 
     Raises:
         KeyError: naming the entries ``model`` needs that ``state_dict`` lacks, and those it
             has that ``model`` does not take (the message lists both).
     """
-    own = model.state_dict()
-    converted: dict[str, object] = {}
+    converted: dict[str, Tensor] = {}
     missing: list[str] = []
-    used: set[str] = set()
-    for key, value in own.items():
+    for key in model.state_dict():
         name = portable_key(key)
         if name is None:
-            converted[key] = value
-        elif name in state_dict:
+            continue
+        if name in state_dict:
             converted[key] = state_dict[name]
-            used.add(name)
         else:
             missing.append(name)
+    used = {portable_key(key) for key in converted}
     unexpected = sorted(set(state_dict) - used)
     if missing or unexpected:
         raise KeyError(
             f"load_portable_state_dict: missing {sorted(missing)}, unexpected {unexpected}"
         )
-    model.load_state_dict(converted, strict=True)
+    # strict=False only for the _extra_state entries left out above; everything else was
+    # matched one to one.
+    model.load_state_dict(converted, strict=False)
