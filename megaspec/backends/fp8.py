@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import torch.distributed as dist
+from torch import nn
 
+from megaspec.backends.portable import TE_MODULE_SEGMENT
 from megaspec.backends.te_import import import_transformer_engine
 from megaspec.schema import Config, ConfigError, at_least, checks
 
@@ -110,3 +112,19 @@ def fp8_autocast(
         enabled=True, recipe=te_recipe(config), amax_reduction_group=amax_reduction_group
     ):
         yield
+
+
+def check_fp8_model(config: Fp8Config | None, model: nn.Module) -> None:
+    """Refuse FP8 for a model with no Transformer Engine module, where it would change nothing.
+
+    Raises:
+        ConfigError: at ``training.fp8``, for a ``config`` and a model without te modules.
+    """
+    if config is None:
+        return
+    if not any(hasattr(module, TE_MODULE_SEGMENT) for module in model.modules()):
+        raise ConfigError(
+            "training.fp8",
+            "the model has no Transformer Engine module, so FP8 would change nothing; use te "
+            "slot types (mixer: {type: te_attention}, mlp: {type: te_mlp}) or drop fp8",
+        )

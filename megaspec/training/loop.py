@@ -9,9 +9,11 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from megaspec.backends.fp8 import Fp8Config, check_fp8_model, fp8_autocast
 from megaspec.config import ConfigError, PathLike, RunConfig, TrainingConfig, saved_text
 from megaspec.models import GPTModel
 from megaspec.parallel import ParallelGroups, clip_grad_norm, data_parallel, global_mean_loss, local_batch
@@ -129,6 +131,7 @@ def train(
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
     model = (build_model(run, groups) if model is None else model).to(device)
+    check_fp8_model(run.training.fp8, model)
     stepped = _data_parallel(model, run, groups)  # before the optimizer: FSDP replaces parameters
     state = _TrainingState(stepped, make_optimizer(model, run.training), batches, groups=groups)
     if resume_from is not None:
@@ -239,7 +242,7 @@ def _run_steps(
             if any_rank(stop.requested, state.groups):
                 break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
-                value = validation_loss(model, batches.validation)
+                value = validation_loss(model, batches.validation, fp8=training.fp8)
                 log.validation.append((step + 1, value))
                 metrics.write(step=step + 1, validation_loss=value)
             if state.checkpointer is not None:
@@ -288,8 +291,9 @@ def _training_step(
     for micro_inputs, micro_labels in zip(
         inputs.tensor_split(micro_batches), labels.tensor_split(micro_batches), strict=True
     ):
-        # [batch / micro_batches, seq] float32
-        losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
+        with fp8_autocast(training.fp8, amax_reduction_group=_amax_group(groups)):
+            # [batch / micro_batches, seq] float32
+            losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
         loss = losses.mean() / micro_batches
         # torch.autograd.backward is typed; Tensor.backward is not.
         torch.autograd.backward(loss)
@@ -308,15 +312,24 @@ def _training_step(
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
+def validation_loss(
+    model: nn.Module, batches: Sequence[Batch], *, fp8: Fp8Config | None = None
+) -> float:
     """Mean loss over ``batches`` (a run's fixed validation batches, so successive
-    validation losses are measured on the same text); the model's mode is restored."""
+    validation losses are measured on the same text); the model's mode is restored.
+    ``fp8``: the forward in FP8, as the run trains (:func:`megaspec.backends.fp8.fp8_autocast`)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = 0.0
     for inputs, labels in batches:
-        losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq]
+        with fp8_autocast(fp8):
+            losses: Tensor = model(inputs.to(device), labels=labels.to(device))  # [batch, seq]
         total += float(losses.mean().item())
     model.train(was_training)
     return total / len(batches)
+
+
+def _amax_group(groups: ParallelGroups) -> dist.ProcessGroup | None:
+    """Every process of a distributed run: delayed-scaling FP8 scales then agree on all."""
+    return dist.group.WORLD if is_distributed(groups) else None

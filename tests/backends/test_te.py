@@ -7,6 +7,7 @@ whole file takes seconds on an H100.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -31,6 +32,8 @@ from megaspec.backends.portable import load_portable_state_dict, portable_state_
 from megaspec.layers import MLP, BlockSequenceSpec, RMSNorm, TransformerLayer  # noqa: E402
 from megaspec.models import GPTSubmodules  # noqa: E402
 from megaspec.parallel import ParallelGroups, materialize, ones_init, seeded_initialization  # noqa: E402
+from megaspec.training import resolve_run, train  # noqa: E402
+from tests.helpers.presets import TE_SLOT_OVERRIDES  # noqa: E402
 
 HIDDEN, LAYERS, VOCAB, BATCH, SEQUENCE = 128, 2, 256, 4, 64
 ATTENTION = AttentionConfig(num_heads=4, num_query_groups=2)  # GQA: 2 query heads per group
@@ -219,3 +222,25 @@ def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "te, bf16: loss" in output and "te attention + torch MLP, bf16: loss" in output
     # 30 steps on counting sequences: well below a fresh model's log(256) = 5.55.
     assert all(loss < 4.5 for loss in check_example_output("te_backend", output))
+
+
+@pytest.mark.parametrize("recipe", ["delayed", "current"])
+def test_megaspec_train_with_te_slot_types_in_fp8(recipe: str) -> None:
+    import transformer_engine.pytorch as te_pytorch
+
+    available, reason = te_pytorch.is_fp8_available(return_reason=True)
+    if not available:
+        pytest.skip(f"no FP8 on this GPU: {reason}")
+    run = resolve_run(
+        preset="tiny",
+        overrides=[
+            *TE_SLOT_OVERRIDES,
+            f"training.fp8={{recipe: {recipe}}}",
+            "training.steps=4", "training.batch_size=4", "training.sequence_length=32",
+            "training.warmup_steps=1", "training.eval_interval=4", "training.eval_batches=1",
+        ],
+    )  # fmt: skip
+    result = train(run, device="cuda", progress=False, save_model=False)
+    assert len(result.losses) == 4 and all(math.isfinite(loss) for loss in result.losses)
+    qkv = result.model.get_submodule("blocks.layers.0.mixer.linear_qkv.te_module")
+    assert qkv.fp8  # the last forward (validation) ran under the run's recipe

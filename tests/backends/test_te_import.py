@@ -11,6 +11,8 @@ import torch
 
 from megaspec.backends.fp8 import Fp8Config, fp8_autocast
 from megaspec.schema import ConfigError
+from megaspec.training import build_model, resolve_run, train
+from tests.helpers.presets import TE_SLOT_OVERRIDES as TE_SLOTS
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("transformer_engine") is not None,
@@ -59,3 +61,22 @@ def test_fp8_config_checks_its_recipe() -> None:
     with pytest.raises(ConfigError) as caught:
         Fp8Config(recipe="tensorwise")  # type: ignore[arg-type]  # the wrong value on purpose
     assert str(caught.value) == "Fp8Config.recipe: must be one of delayed, current, got 'tensorwise'"
+
+
+def test_te_slot_types_resolve_but_build_only_with_transformer_engine() -> None:
+    run = resolve_run(preset="tiny", overrides=TE_SLOTS)
+    assert run.model.decoder.block.mixer.type_name == "te_attention"
+    with pytest.raises(ImportError) as caught:
+        build_model(run)
+    assert str(caught.value) == MISSING
+
+
+def test_fp8_training_needs_te_slots() -> None:
+    run = resolve_run(preset="tiny", overrides=["training.steps=1", "training.fp8={recipe: current}"])
+    assert run.training.fp8 == Fp8Config(recipe="current")
+    with pytest.raises(ConfigError) as caught:
+        train(run, progress=False, save_model=False)
+    assert str(caught.value) == (
+        "training.fp8: the model has no Transformer Engine module, so FP8 would change nothing; "
+        "use te slot types (mixer: {type: te_attention}, mlp: {type: te_mlp}) or drop fp8"
+    )

@@ -27,7 +27,9 @@ from megaspec.context import LayerContext
 from megaspec.layers import MLP, BlockSequenceSpec, RMSNorm, TransformerLayer
 from megaspec.models import GPTSubmodules
 from megaspec.parallel import ParallelGroups, materialize, normal_init, ones_init, seeded_initialization
+from megaspec.training import build_model, resolve_run, train
 from tests.helpers import fake_transformer_engine
+from tests.helpers.presets import TE_SLOT_OVERRIDES as TE_SLOTS
 
 HIDDEN, LAYERS, VOCAB = 32, 2, 64
 ATTENTION = AttentionConfig(num_heads=4, num_query_groups=2)
@@ -188,4 +190,25 @@ def test_fp8_autocast_refuses_a_gpu_without_fp8(te: ModuleType) -> None:
     with pytest.raises(RuntimeError) as caught:
         with fp8_autocast(Fp8Config(recipe="delayed")):
             pass
+    assert str(caught.value) == "fp8_autocast: this GPU cannot run FP8: the CPU stand-in has no FP8"
+
+
+def test_te_slot_types_from_yaml_build_the_torch_typed_model(te: ModuleType) -> None:
+    torch_model = build_model(resolve_run(preset="tiny"))
+    te_model = build_model(resolve_run(preset="tiny", overrides=TE_SLOTS))
+    assert "mixer=SelfAttention" in te_model.summary() and "TERMSNorm" in te_model.summary()
+    te_weights, torch_weights = portable_state_dict(te_model), portable_state_dict(torch_model)
+    assert te_weights.keys() == torch_weights.keys()
+    assert all(torch.equal(te_weights[key], torch_weights[key]) for key in te_weights)
+    with torch.no_grad():
+        torch.testing.assert_close(te_model(tokens()), torch_model(tokens()))
+
+
+def test_training_runs_its_forward_under_fp8_autocast(te: ModuleType) -> None:
+    # The stand-in reports no FP8, so reaching fp8_autocast in the step is an error.
+    run = resolve_run(
+        preset="tiny", overrides=[*TE_SLOTS, "training.steps=1", "training.fp8={recipe: delayed}"]
+    )
+    with pytest.raises(RuntimeError) as caught:
+        train(run, progress=False, save_model=False)
     assert str(caught.value) == "fp8_autocast: this GPU cannot run FP8: the CPU stand-in has no FP8"

@@ -10,13 +10,14 @@ from typing import Any
 
 from torch import nn
 
+from megaspec.backends.portable import TE_MODULE_SEGMENT
 from megaspec.backends.te_import import import_transformer_engine
 
 te_pytorch: Any = import_transformer_engine()
 
-# The attribute under which an adapter holds its Transformer Engine module. Its parameters'
-# state-dict names carry this segment; megaspec.backends.portable drops it.
-TE_MODULE = "te_module"
+# The attribute under which an adapter holds its Transformer Engine module; its parameters'
+# state-dict names carry this segment, which megaspec.backends.portable drops.
+TE_MODULE = TE_MODULE_SEGMENT
 
 
 def adopt_parameter(te_module: nn.Module, name: str, parameter: nn.Parameter) -> None:
