@@ -1,8 +1,9 @@
 """Slot types on the Transformer Engine backend: ``te_attention``, ``te_mlp``, ``te_rms_norm``,
 ``te_layer_norm``.
 
-Each is the torch slot type of the same settings with the te backend's modules
-(:mod:`megaspec.backends.te`), so a YAML config switches a slot's backend by its ``type``::
+Each subclasses the torch slot type of the same settings and builds the te backend's modules
+(:mod:`megaspec.backends.te`) instead, so a YAML config switches a slot's backend by its
+``type``::
 
     model:
       decoder:
@@ -25,8 +26,10 @@ from megaspec.builders import NormBuilder
 from megaspec.config.slots import (
     AttentionMixerConfig,
     FeedForwardConfig,
+    LayerNormConfig,
     MlpLayerConfig,
     NormConfig,
+    RMSNormConfig,
     register_mixer,
 )
 from megaspec.layers import MlpSubmodules, SelfAttentionSubmodules
@@ -56,7 +59,7 @@ class TEFeedForwardConfig(FeedForwardConfig):
 
 @NormConfig.register("te_rms_norm")
 @dataclass(frozen=True, kw_only=True)
-class TERMSNormConfig(NormConfig):
+class TERMSNormConfig(RMSNormConfig):
     """Transformer Engine's RMSNorm."""
 
     def norm_class(self) -> NormBuilder:
@@ -67,7 +70,7 @@ class TERMSNormConfig(NormConfig):
 
 @NormConfig.register("te_layer_norm")
 @dataclass(frozen=True, kw_only=True)
-class TELayerNormConfig(NormConfig):
+class TELayerNormConfig(LayerNormConfig):
     """Transformer Engine's LayerNorm."""
 
     def norm_class(self) -> NormBuilder:
