@@ -27,7 +27,8 @@ EXAMPLES = sorted(
 # Runs under torchrun (tests/models/test_torchrun.py), not in this process.
 TORCHRUN_EXAMPLES = ("tensor_parallel",)
 # Slow enough to run once: their own test makes the generic checks too.
-OWN_TEST_EXAMPLES = ("lora_finetune",)
+# te_backend needs a CUDA GPU and Transformer Engine: tests/backends/test_te.py runs it.
+OWN_TEST_EXAMPLES = ("lora_finetune", "te_backend")
 LOSS = re.compile(r"loss (-?\d+\.\d+|nan|inf)")
 ATTENTION_LAYER = (
     "TransformerLayer(input_norm=RMSNorm, mixer=SelfAttention, pre_mlp_norm=RMSNorm, mlp=MLP)"

@@ -46,6 +46,12 @@ from megaspec.config.slots import (
     RMSNormConfig,
     register_mixer,
 )
+from megaspec.config.te_slots import (
+    TEAttentionMixerConfig,
+    TEFeedForwardConfig,
+    TELayerNormConfig,
+    TERMSNormConfig,
+)
 from megaspec.config.weights import LearningRateScaled, LinearConfig, WeightConfig
 from megaspec.schema import (
     Config,
@@ -86,6 +92,10 @@ __all__ = [
     "RepeatSequenceConfig",
     "RunConfig",
     "ScaledNormalInit",
+    "TEAttentionMixerConfig",
+    "TEFeedForwardConfig",
+    "TELayerNormConfig",
+    "TERMSNormConfig",
     "TrainingConfig",
     "UniformInit",
     "WeightConfig",

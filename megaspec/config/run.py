@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
+from megaspec.backends.fp8 import Fp8Config
 from megaspec.config.adapters import AdapterConfig
 from megaspec.config.model import ModelConfig
 from megaspec.data.config import DataConfig, tokenizer_name
@@ -73,6 +74,10 @@ class TrainingConfig(Config):
             forward and the loss under ``torch.autocast(dtype=torch.bfloat16)`` (matrix
             products and attention in bfloat16, float32 master weights, gradients and
             optimizer states), the usual way to train on a GPU.
+        fp8: run the forward of the model's Transformer Engine slots in FP8 with this recipe
+            (:class:`megaspec.backends.fp8.Fp8Config`, e.g. ``{recipe: current}``); ``null``
+            trains without FP8. The model needs ``te_*`` slot types (``te_attention``,
+            ``te_mlp``, ...) and a GPU with FP8 (Hopper or newer).
     """
 
     steps: int = field(default=250, metadata=checks(at_least(1)))
@@ -95,6 +100,7 @@ class TrainingConfig(Config):
     checkpoint_interval: int | None = field(default=None, metadata=checks(optional(at_least(1))))
     keep_checkpoints: int = field(default=2, metadata=checks(at_least(1)))
     mixed_precision: Literal["none", "bfloat16"] = "none"
+    fp8: Fp8Config | None = None
 
     @classmethod
     def expand_shortcuts(cls, data: Mapping[str, Any], current: Self) -> dict[str, Any]:

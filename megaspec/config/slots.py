@@ -36,7 +36,7 @@ from megaspec.config.weights import (
     configured_norm,
     configured_row_linear,
 )
-from megaspec.layers import MLP, LayerNorm, RMSNorm, SelfAttention
+from megaspec.layers import MLP, LayerNorm, MlpSubmodules, RMSNorm, SelfAttention, SelfAttentionSubmodules
 from megaspec.layers.slots import checked_module
 from megaspec.parallel import ParallelGroups
 from megaspec.parameter_settings import tag_module_parameters
@@ -169,8 +169,12 @@ class AttentionMixerConfig(AttentionConfig, MixerConfig):
     def expand_shortcuts(cls, data: Mapping[str, Any], current: Config) -> dict[str, Any]:
         return _expand_linear_biases(data, ("qkv", "proj"))
 
+    def standard_submodules(self) -> SelfAttentionSubmodules:
+        """The backend's attention slots that ``qkv`` and ``proj`` then configure."""
+        return torch_backend.attention_submodules(qk_norm=self.qk_norm)
+
     def builder(self, lr_scale: float) -> MixerBuilder:
-        standard = torch_backend.attention_submodules(qk_norm=self.qk_norm)
+        standard = self.standard_submodules()
 
         def build(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> SelfAttention:
             submodules = replace(
@@ -217,9 +221,13 @@ class FeedForwardConfig(MlpConfig, MlpLayerConfig):
     def expand_shortcuts(cls, data: Mapping[str, Any], current: Config) -> dict[str, Any]:
         return _expand_linear_biases(data, ("fc1", "fc2"))
 
+    def standard_submodules(self) -> MlpSubmodules:
+        """The backend's MLP slots that ``fc1`` and ``fc2`` then configure."""
+        return torch_backend.mlp_submodules()
+
     def builder(self, lr_scale: float) -> MlpBuilder:
         scale = lr_scale * self.lr_scale
-        standard = torch_backend.mlp_submodules()
+        standard = self.standard_submodules()
 
         def build(*, config: TransformerConfig, groups: ParallelGroups, layer_index: int) -> MLP:
             submodules = replace(

@@ -4,7 +4,7 @@ from megaspec.builders import LayerSpec
 from megaspec.layers.attention import DotProductAttention, SelfAttention, SelfAttentionSubmodules
 from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.mlp import MLP, MlpSubmodules, gated_activation
-from megaspec.layers.norms import LayerNorm, RMSNorm
+from megaspec.layers.norms import IdentityNorm, LayerNorm, RMSNorm
 from megaspec.layers.slots import (
     SlotBuildError,
     building_slot,
@@ -22,6 +22,7 @@ __all__ = [
     "BlockSequence",
     "BlockSequenceSpec",
     "DotProductAttention",
+    "IdentityNorm",
     "LayerNorm",
     "LayerSpec",
     "MlpSubmodules",

@@ -76,3 +76,29 @@ class LayerNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.hidden_size}, eps={self.eps}"
+
+
+class IdentityNorm(nn.Module):
+    """A norm slot that returns its input, for a norm fused into the next layer.
+
+    The te backend's norm-fused linears (``te.pytorch.LayerNormLinear``) normalise their own
+    input; the layer's ``input_norm`` / ``pre_mlp_norm`` slot then holds this class, so the
+    layer calls its norm slot as always. ``eps`` is ``None`` (it normalises nothing); it has
+    no parameters and fits :class:`~megaspec.builders.NormBuilder` directly.
+    """
+
+    eps: float | None = None
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        config: TransformerConfig,
+        groups: ParallelGroups,
+        sharded_input: bool,
+        init_method: InitMethod,
+    ) -> None:
+        super().__init__()
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return hidden

@@ -10,9 +10,11 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from megaspec.backends.fp8 import Fp8Config, check_fp8_model, fp8_autocast
 from megaspec.config import ConfigError, PathLike, RunConfig, TrainingConfig, saved_text
 from megaspec.models import GPTModel
 from megaspec.parallel import ParallelGroups, clip_grad_norm, data_parallel, global_mean_loss, local_batch
@@ -130,6 +132,7 @@ def train(
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
     model = (build_model(run, groups) if model is None else model).to(device)
+    check_fp8_model(run.training.fp8, model)
     stepped = _data_parallel(model, run, groups)  # before the optimizer: FSDP replaces parameters
     state = _TrainingState(stepped, make_optimizer(model, run.training), batches, groups=groups)
     if resume_from is not None:
@@ -250,13 +253,21 @@ def _run_steps(
 
 
 def forward_precision(
-    training: TrainingConfig | None, device: torch.device
-) -> contextlib.AbstractContextManager[None]:
-    """``torch.autocast`` to bfloat16 on ``device`` when ``training.mixed_precision`` asks
-    for it; otherwise nothing (the weights' own dtype)."""
-    if training is None or training.mixed_precision == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    training: TrainingConfig | None,
+    device: torch.device,
+    *,
+    amax_group: dist.ProcessGroup | None = None,
+) -> contextlib.ExitStack:
+    """The forward's precision as ``training`` asks: ``torch.autocast`` to bfloat16 on
+    ``device`` for ``mixed_precision: bfloat16``, and Transformer Engine's FP8 autocast for
+    ``fp8`` (amaxes reduced over ``amax_group``); nothing for neither (the weights' dtype)."""
+    stack = contextlib.ExitStack()
+    if training is None:
+        return stack
+    if training.mixed_precision == "bfloat16":
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+    stack.enter_context(fp8_autocast(training.fp8, amax_reduction_group=amax_group))
+    return stack
 
 
 def _tokens_per_step(training: TrainingConfig) -> int:
@@ -299,7 +310,8 @@ def _training_step(
     for micro_inputs, micro_labels in zip(
         inputs.tensor_split(micro_batches), labels.tensor_split(micro_batches), strict=True
     ):
-        with forward_precision(training, device):  # [batch / micro_batches, seq] float32
+        with forward_precision(training, device, amax_group=_amax_group(groups)):
+            # [batch / micro_batches, seq] float32
             losses: Tensor = model(micro_inputs.to(device), labels=micro_labels.to(device))
         loss = losses.mean() / micro_batches
         # torch.autograd.backward is typed; Tensor.backward is not.
@@ -335,3 +347,8 @@ def validation_loss(
         total += float(losses.mean().item())
     model.train(was_training)
     return total / len(batches)
+
+
+def _amax_group(groups: ParallelGroups) -> dist.ProcessGroup | None:
+    """Every process of a distributed run: delayed-scaling FP8 scales then agree on all."""
+    return dist.group.WORLD if is_distributed(groups) else None

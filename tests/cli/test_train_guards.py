@@ -218,7 +218,8 @@ def test_import_registers_a_users_mixer_for_the_config(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == "2 2 0"
     assert result.stderr == (
         "megaspec train: model.decoder.blocks.conv.mixer.type: unknown type 'conv'; valid names: "
-        "attention\nmegaspec train: --import examples.nope: no module named 'examples.nope'\n"
+        "attention, te_attention\nmegaspec train: --import examples.nope: no module named "
+        "'examples.nope'\n"
     )
     assert "trained 2 steps" in result.stdout and "mixer=CausalConvMixer" in result.stdout
 

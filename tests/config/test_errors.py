@@ -113,7 +113,7 @@ def test_unknown_key_in_a_yaml_file_names_the_full_path(tmp_path: Path) -> None:
         (
             "model.decoder.block.norm=3",
             "model.decoder.block.norm: expected a NormConfig mapping with 'type' one of "
-            "['layer_norm', 'rms_norm'], got 3 (int)",
+            "['layer_norm', 'rms_norm', 'te_layer_norm', 'te_rms_norm'], got 3 (int)",
         ),
         ("model.embedding=null", "model.embedding: expected a WeightConfig mapping, got None (NoneType)"),
     ],
@@ -231,7 +231,8 @@ def test_training_config_errors_name_the_field_value_and_expectation() -> None:
         ("model.decoder.type=repeats", "model.decoder.type: unknown type 'repeats'; did you mean 'repeat'?"),
         (
             "model.decoder.block.norm.type=foo",
-            "model.decoder.block.norm.type: unknown type 'foo'; valid names: layer_norm, rms_norm",
+            "model.decoder.block.norm.type: unknown type 'foo'; valid names: layer_norm, rms_norm, "
+            "te_layer_norm, te_rms_norm",
         ),
         (
             "model.embedding.init.type=gaussian",
@@ -240,7 +241,8 @@ def test_training_config_errors_name_the_field_value_and_expectation() -> None:
         ),
         (
             "model.decoder.block.norm.type=1",
-            "model.decoder.block.norm.type: unknown type 1; valid names: layer_norm, rms_norm",
+            "model.decoder.block.norm.type: unknown type 1; valid names: layer_norm, rms_norm, "
+            "te_layer_norm, te_rms_norm",
         ),
         # A mixer's type must name a mixer, not an MLP.
         ("model.decoder.block.mixer.type=mlp", None),

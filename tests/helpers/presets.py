@@ -17,3 +17,10 @@ TINY_MODEL_DATA = {
     },
 }  # fmt: skip
 """The tiny preset's model: the explicit fields of ``preset_run("tiny")``."""
+
+# The tiny preset's block slots on the Transformer Engine backend (te_* slot types), same shapes.
+TE_SLOT_OVERRIDES = [
+    "model.decoder.block.mixer={type: te_attention, num_heads: 4, num_query_groups: 2}",
+    "model.decoder.block.mlp={type: te_mlp, ffn_hidden_size: 128}",
+    "model.decoder.block.norm={type: te_rms_norm}",
+]
