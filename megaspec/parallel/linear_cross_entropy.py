@@ -19,6 +19,10 @@ per token):
   and ``losses.sum()`` give. For any other ``c`` (a weighted loss) it is recomputed exactly,
   chunk by chunk, from the saved hidden states and log-normalisers (one more matrix product
   per chunk). Telling the two apart costs one host synchronisation in the backward pass.
+
+Under ``torch.compile`` (which cannot branch on the gradient's values) the forward pass
+computes only the losses and every gradient is recomputed in the backward pass, chunk by
+chunk: exact too, at one more matrix product per chunk.
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ class _Problem:
         self.outside = outside
         self.ignored = ignored
         self.chunk_tokens = chunk_tokens
+        self.grad_enabled = torch.is_grad_enabled()
 
     def chunks(self, tokens: int) -> range:
         return range(0, tokens, self.chunk_tokens)
@@ -180,7 +185,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         group = strong_group(problem.group, "tensor-parallel")
         # torch.compile cannot trace the backward pass's data-dependent choice: compiled,
         # every gradient is recomputed there instead (exact too, one more product per chunk).
-        precompute = not torch.compiler.is_compiling()
+        # needs_input_grad stays true under torch.no_grad, hence the recorded grad mode.
+        precompute = problem.grad_enabled and not torch.compiler.is_compiling()
         grad_hidden_needed = precompute and ctx.needs_input_grad[0]
         grad_weight_needed = precompute and ctx.needs_input_grad[1]
         grad_bias_needed = precompute and bias is not None and ctx.needs_input_grad[2]

@@ -122,7 +122,7 @@ def test_without_gradients_only_losses() -> None:
     torch.testing.assert_close(losses, expected, **TOLERANCE)
 
 
-def test_bad_chunk_size_and_target_shape() -> None:
+def test_bad_chunk_size_target_shape_and_target() -> None:
     inputs = problem()
     groups = ParallelGroups.single()
     with pytest.raises(ValueError, match=r"^linear_cross_entropy: chunk_tokens must be positive, got 0$"):
@@ -134,6 +134,13 @@ def test_bad_chunk_size_and_target_shape() -> None:
         linear_cross_entropy(
             inputs["hidden"], inputs["weight"], inputs["target"][:, :2], groups,
             sequence_parallel=False,
+        )  # fmt: skip
+    target = inputs["target"].clone()
+    target[2, 0] = VOCAB  # a padded entry
+    with pytest.raises(RuntimeError, match=r"every target must lie in \[0, 27\) or equal ignore_index=-100"):
+        linear_cross_entropy(
+            inputs["hidden"], inputs["weight"], target, groups, sequence_parallel=False,
+            vocab_size=VOCAB,
         )  # fmt: skip
 
 
