@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from megaspec.builders import ColumnLinear, ColumnLinearBuilder, EmbeddingBuilder, NormBuilder
 from megaspec.context import LayerContext
@@ -14,10 +15,13 @@ from megaspec.layers.block_sequence import BlockSequence, BlockSequenceSpec
 from megaspec.layers.slots import building_slot
 from megaspec.parallel import (
     InitMethod,
+    LinearCrossEntropyLayer,
     ParallelGroups,
     VocabParallelEmbedding,
     column_parallel_matmul,
+    default_chunk_tokens,
     gather_from_tensor_parallel_region,
+    linear_cross_entropy,
     normal_init,
     ones_init,
     padded_rows_init,
@@ -161,13 +165,11 @@ class GPTModel(nn.Module):
         if inference is not None:
             inference.advance(input_ids.shape[1])
         hidden = self.final_norm(hidden)
-        logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
         if labels is not None:
-            losses = vocab_parallel_cross_entropy(
-                logits, labels.t(), self.groups, vocab_size=self.vocab_size
-            )
+            losses = self._losses(hidden, labels.t())  # [s, b]
             # A copy, not a view: FSDP2 warns about (and cannot hook) outputs that are views.
             return losses.t().contiguous()  # [b, s]
+        logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
         full = gather_from_tensor_parallel_region(logits, self.groups.tensor)
         return full[..., : self.vocab_size].transpose(0, 1)
 
@@ -186,6 +188,56 @@ class GPTModel(nn.Module):
                 f"GPTModel: sequence length {sequence} is not divisible by the tensor-parallel "
                 f"size {tp}, which sequence parallelism needs"
             )
+
+    def _losses(self, hidden: Tensor, target: Tensor) -> Tensor:
+        """``[s, b]`` float32 losses of the final norm's output ``hidden`` (``[s, b, h]``,
+        ``[s / tp, b, h]`` under sequence parallelism) against ``target`` (``[s, b]``)."""
+        if not self.config.fused_cross_entropy:
+            logits = self._output_logits(hidden)  # [s, b, padded_vocab / tp]
+            return vocab_parallel_cross_entropy(logits, target, self.groups, vocab_size=self.vocab_size)
+        chunk_tokens = self.config.cross_entropy_chunk_tokens
+        if self.output_layer is None:
+            return linear_cross_entropy(
+                hidden,
+                self.embedding.weight,
+                target,
+                self.groups,
+                sequence_parallel=self.config.sequence_parallel,
+                vocab_size=self.vocab_size,
+                chunk_tokens=chunk_tokens,
+            )
+        if isinstance(self.output_layer, LinearCrossEntropyLayer):
+            return self.output_layer.linear_cross_entropy(
+                hidden, target, vocab_size=self.vocab_size, chunk_tokens=chunk_tokens
+            )
+        return self._checkpointed_losses(hidden, target, chunk_tokens)
+
+    def _checkpointed_losses(self, hidden: Tensor, target: Tensor, chunk_tokens: int | None) -> Tensor:
+        """The losses of any output layer (a LoRA-adapted one, a user's), exact and without
+        full logits: its own ``forward`` and the loss run on a few sequence positions at a
+        time and are recomputed in the backward pass (activation checkpointing)."""
+        tp = self.groups.tensor_size
+        # Under sequence parallelism the layer gathers every rank's slice of a chunk, so a
+        # chunk's rows are [rank, position]: the targets are reordered to match.
+        ranks = tp if self.config.sequence_parallel else 1
+        local_positions, batch = hidden.shape[0], hidden.shape[1]
+        if chunk_tokens is None:
+            chunk_tokens = default_chunk_tokens(self.padded_vocab_size // tp)
+        positions = max(1, chunk_tokens // (batch * ranks))
+        target_by_rank = target.reshape(ranks, local_positions, batch)
+        parts = []
+        for start in range(0, local_positions, positions):
+            end = min(start + positions, local_positions)
+            chunk_target = target_by_rank[:, start:end].reshape(-1, batch)  # [ranks * p, b]
+            losses: Tensor = checkpoint(
+                self._layer_losses, hidden[start:end], chunk_target, use_reentrant=False
+            )
+            parts.append(losses.view(ranks, end - start, batch))
+        return torch.cat(parts, dim=1).reshape(target.shape)
+
+    def _layer_losses(self, hidden: Tensor, target: Tensor) -> Tensor:
+        logits = self._output_logits(hidden)
+        return vocab_parallel_cross_entropy(logits, target, self.groups, vocab_size=self.vocab_size)
 
     def _output_logits(self, hidden: Tensor) -> Tensor:
         if self.output_layer is not None:

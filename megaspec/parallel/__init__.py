@@ -38,6 +38,11 @@ from megaspec.parallel.initializers import (
     uniform_init,
     zeros_init,
 )
+from megaspec.parallel.linear_cross_entropy import (
+    LinearCrossEntropyLayer,
+    default_chunk_tokens,
+    linear_cross_entropy,
+)
 from megaspec.parallel.layouts import (
     GatedFc1Rows,
     QkvRows,
@@ -84,6 +89,7 @@ __all__ = [
     "Engine",
     "GatedFc1Rows",
     "InitMethod",
+    "LinearCrossEntropyLayer",
     "ParallelGroups",
     "ParameterInit",
     "QkvRows",
@@ -97,6 +103,7 @@ __all__ = [
     "column_parallel_matmul",
     "copy_to_tensor_parallel_region",
     "data_parallel",
+    "default_chunk_tokens",
     "full_from_shards",
     "gated_fc1_rows",
     "gather_from_sequence_parallel_region",
@@ -105,6 +112,7 @@ __all__ = [
     "global_mean_loss",
     "init_parallel",
     "init_tensor_",
+    "linear_cross_entropy",
     "local_batch",
     "mark_sharded",
     "materialize",

@@ -21,6 +21,7 @@ from megaspec.parallel.collectives import (
 )
 from megaspec.parallel.groups import ParallelGroups
 from megaspec.parallel.initializers import zeros_init
+from megaspec.parallel.linear_cross_entropy import linear_cross_entropy
 from megaspec.parallel.sharding import InitMethod, TensorParallelSharding, new_sharded_parameter
 
 
@@ -100,6 +101,7 @@ class ColumnParallelLinear(nn.Module):
         self.groups = groups
         self.gather_output = gather_output
         self.sequence_parallel = sequence_parallel
+        self.stacked_parts = stacked_parts
         sharding = TensorParallelSharding(dim=0, parts=stacked_parts)
         self.weight = new_sharded_parameter(
             (output_size, input_size), sharding, init_method, groups, dtype=params_dtype
@@ -119,6 +121,34 @@ class ColumnParallelLinear(nn.Module):
         if self.gather_output:
             output = gather_from_tensor_parallel_region(output, self.groups.tensor)
         return output
+
+    def linear_cross_entropy(
+        self, hidden: Tensor, target: Tensor, *, vocab_size: int, chunk_tokens: int | None
+    ) -> Tensor:
+        """``[s, b]`` float32 cross-entropy losses of this layer's output (a vocabulary)
+        against ``target`` (``[s, b]`` ids, ``-100`` ignored), chunk by chunk without full
+        logits: :func:`~megaspec.parallel.linear_cross_entropy`'s
+        :class:`~megaspec.parallel.LinearCrossEntropyLayer` capability.
+
+        Raises:
+            ValueError: with ``stacked_parts`` > 1 (a rank's output features are then not one
+                contiguous slice of a vocabulary).
+        """
+        if self.stacked_parts != 1:
+            raise ValueError(
+                f"ColumnParallelLinear.linear_cross_entropy: the output must be one vocabulary, "
+                f"not {self.stacked_parts} stacked parts"
+            )
+        return linear_cross_entropy(
+            hidden,
+            self.weight,
+            target,
+            self.groups,
+            sequence_parallel=self.sequence_parallel,
+            bias=self.bias,
+            vocab_size=vocab_size,
+            chunk_tokens=chunk_tokens,
+        )
 
     def extra_repr(self) -> str:
         return (

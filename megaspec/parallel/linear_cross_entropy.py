@@ -1,0 +1,336 @@
+"""Cross-entropy of a vocabulary-parallel linear layer, chunk by chunk, never holding the
+full logits.
+
+``vocab_parallel_cross_entropy(hidden @ weight.T)`` holds ``[tokens, vocab / tp]`` logits in
+the model's dtype plus one float32 buffer of the same shape until the backward pass: for
+8192 tokens and a 32000-entry vocabulary, 1.5 GiB. :func:`linear_cross_entropy` computes the
+logits of ``chunk_tokens`` tokens at a time and, in the same pass (as Liger-Kernel's fused
+linear cross-entropy does), the gradients with respect to the hidden states, the weight and
+the bias for a loss gradient of 1 per token. What it keeps for the backward pass is
+``[tokens, hidden]`` and weight-sized, never ``[tokens, vocab]``.
+
+The backward pass scales those gradients by the loss's incoming gradient ``c`` (one value
+per token):
+
+* the hidden states' gradient of token ``i`` is ``c_i`` times its stored row: exact for any
+  ``c``;
+* the weight's (and bias's) gradient ``sum_i c_i g_i h_i^T`` equals ``c`` times the stored
+  sum only when every counted (not ignored) token has the same ``c`` — what ``losses.mean()``
+  and ``losses.sum()`` give. For any other ``c`` (a weighted loss) it is recomputed exactly,
+  chunk by chunk, from the saved hidden states and log-normalisers (one more matrix product
+  per chunk). Telling the two apart costs one host synchronisation in the backward pass.
+
+Under ``torch.compile`` (which cannot branch on the gradient's values) the forward pass
+computes only the losses and every gradient is recomputed in the backward pass, chunk by
+chunk: exact too, at one more matrix product per chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from megaspec.parallel.collectives import (
+    copy_to_tensor_parallel_region,
+    gather_from_sequence_parallel_region,
+)
+from megaspec.parallel.groups import ParallelGroups, strong_group, weak_group
+
+# A chunk's float32 logits take at most this much memory on each rank.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+@runtime_checkable
+class LinearCrossEntropyLayer(Protocol):
+    """An output layer that can compute its cross-entropy loss without full logits.
+
+    ``ColumnParallelLinear`` has it; a language model uses it when its output layer does,
+    and otherwise checkpoints the layer's own ``forward`` chunk by chunk.
+    """
+
+    def linear_cross_entropy(
+        self, hidden: Tensor, target: Tensor, *, vocab_size: int, chunk_tokens: int | None
+    ) -> Tensor:
+        """``[s, b]`` float32 losses of ``hidden`` (this layer's input) against ``target``
+        (``[s, b]`` ids, ``-100`` ignored); see :func:`linear_cross_entropy`."""
+        ...
+
+
+def default_chunk_tokens(local_vocab: int) -> int:
+    """Tokens per chunk whose float32 logits fit :data:`DEFAULT_CHUNK_BYTES`."""
+    return max(1, DEFAULT_CHUNK_BYTES // (4 * local_vocab))
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    groups: ParallelGroups,
+    *,
+    sequence_parallel: bool,
+    bias: Tensor | None = None,
+    vocab_size: int | None = None,
+    ignore_index: int = -100,
+    chunk_tokens: int | None = None,
+) -> Tensor:
+    """Per-token cross-entropy of ``hidden @ weight.T + bias`` without full logits.
+
+    The result (values and gradients of ``hidden``, ``weight`` and ``bias``) equals
+    ``vocab_parallel_cross_entropy(column_parallel_matmul(hidden, weight, bias, ...))`` up
+    to float rounding, for any gradient of the losses.
+
+    Args:
+        hidden: ``[s, b, h]`` (``[s / tp, b, h]`` with ``sequence_parallel``, gathered here).
+        weight: ``[vocab / tp, h]``, this rank's contiguous slice of the (padded) vocabulary.
+        target: ``[s, b]`` token ids in the full vocabulary.
+        bias: ``[vocab / tp]`` or ``None``.
+        vocab_size: the real vocabulary size; padded entries (ids ``>= vocab_size``) are
+            left out of the softmax. ``None``: no padding.
+        ignore_index: targets equal to it get loss 0 and no gradient.
+        chunk_tokens: tokens per chunk; ``None`` picks :func:`default_chunk_tokens`.
+
+    Returns:
+        ``[s, b]`` float32 losses.
+
+    Raises:
+        ValueError: if ``chunk_tokens`` is not positive, or ``target``'s shape does not
+            match the (gathered) ``hidden``.
+        RuntimeError: if a target (other than ``ignore_index``) lies outside
+            ``[0, vocab_size)`` (on a GPU, as a device-side assertion).
+    """
+    if sequence_parallel:
+        hidden = gather_from_sequence_parallel_region(hidden, groups.tensor)
+    else:
+        hidden = copy_to_tensor_parallel_region(hidden, groups.tensor)
+    if tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(
+            f"linear_cross_entropy: target {list(target.shape)} does not match the hidden "
+            f"states' tokens {list(hidden.shape[:-1])}"
+        )
+    local_vocab = weight.shape[0]
+    chunk_tokens = default_chunk_tokens(local_vocab) if chunk_tokens is None else chunk_tokens
+    if chunk_tokens < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_tokens must be positive, got {chunk_tokens}")
+    vocab_start = groups.tensor_rank * local_vocab
+    full_vocab = local_vocab * groups.tensor_size
+    vocab_size = full_vocab if vocab_size is None else vocab_size
+    in_range = ((target >= 0) & (target < vocab_size)) | (target == ignore_index)
+    torch._assert_async(
+        in_range.all(),
+        f"linear_cross_entropy: every target must lie in [0, {vocab_size}) or equal "
+        f"ignore_index={ignore_index}",
+    )
+    # Padded columns live at the end of the vocabulary: -inf logits leave them out.
+    columns = torch.arange(vocab_start, vocab_start + local_vocab, device=weight.device)
+    padded = columns >= vocab_size if vocab_size < full_vocab else None
+    flat_target = target.reshape(-1)
+    outside = (flat_target < vocab_start) | (flat_target >= vocab_start + local_vocab)
+    local_target = (flat_target - vocab_start).masked_fill(outside, 0)
+    ignored = flat_target == ignore_index
+    problem = _Problem(groups.tensor, padded, local_target, outside, ignored, chunk_tokens)
+    # torch declares Function.apply without annotations.
+    losses: Tensor = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        hidden.reshape(-1, hidden.shape[-1]), weight, bias, problem
+    )
+    return losses.view(target.shape)
+
+
+class _Problem:
+    """What every chunk needs besides the tensors autograd differentiates: ``[tokens]``
+    local target columns, whether the target lies on another rank, whether it is ignored."""
+
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None,
+        padded: Tensor | None,
+        local_target: Tensor,
+        outside: Tensor,
+        ignored: Tensor,
+        chunk_tokens: int,
+    ) -> None:
+        self.group = weak_group(group)
+        self.padded = padded
+        self.local_target = local_target
+        self.outside = outside
+        self.ignored = ignored
+        self.chunk_tokens = chunk_tokens
+        self.grad_enabled = torch.is_grad_enabled()
+
+    def chunks(self, tokens: int) -> range:
+        return range(0, tokens, self.chunk_tokens)
+
+    def logits(self, hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """``[chunk, vocab / tp]`` float32 logits, padded columns at -inf."""
+        logits = F.linear(hidden, weight, bias).float()
+        if self.padded is not None:
+            logits.masked_fill_(self.padded, float("-inf"))
+        return logits
+
+    def logit_gradient(self, probabilities: Tensor, start: int, end: int) -> Tensor:
+        """``softmax - one_hot`` in place in ``probabilities``; 0 on ignored tokens."""
+        inside = (~self.outside[start:end]).to(probabilities.dtype).unsqueeze(-1)
+        probabilities.scatter_add_(-1, self.local_target[start:end].unsqueeze(-1), -inside)
+        return probabilities.masked_fill_(self.ignored[start:end].unsqueeze(-1), 0.0)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, problem: _Problem
+    ) -> Tensor:
+        group = strong_group(problem.group, "tensor-parallel")
+        # torch.compile cannot trace the backward pass's data-dependent choice: compiled,
+        # every gradient is recomputed there instead (exact too, one more product per chunk).
+        # needs_input_grad stays true under torch.no_grad, hence the recorded grad mode.
+        precompute = problem.grad_enabled and not torch.compiler.is_compiling()
+        grad_hidden_needed = precompute and ctx.needs_input_grad[0]
+        grad_weight_needed = precompute and ctx.needs_input_grad[1]
+        grad_bias_needed = precompute and bias is not None and ctx.needs_input_grad[2]
+        tokens = hidden.shape[0]
+        losses = hidden.new_empty(tokens, dtype=torch.float32)
+        log_normalizers = hidden.new_empty(tokens, dtype=torch.float32)
+        grad_hidden = torch.empty_like(hidden) if grad_hidden_needed else None
+        # float32 sums over chunks whatever the weight's dtype.
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_weight_needed else None
+        grad_bias = (
+            torch.zeros_like(bias, dtype=torch.float32)
+            if bias is not None and grad_bias_needed
+            else None
+        )
+        for start in problem.chunks(tokens):
+            end = min(start + problem.chunk_tokens, tokens)
+            chunk = hidden[start:end]  # [c, h]
+            logits = problem.logits(chunk, weight, bias)  # [c, vocab / tp] float32
+            # Megatron-LM's vocabulary-parallel softmax: max and normaliser all-reduced.
+            maximum = logits.max(dim=-1).values
+            if group is not None:
+                dist.all_reduce(maximum, op=dist.ReduceOp.MAX, group=group)
+            logits.sub_(maximum.unsqueeze(-1))
+            target_logit = logits.gather(-1, problem.local_target[start:end].unsqueeze(-1))
+            target_logit = target_logit.squeeze(-1).masked_fill(problem.outside[start:end], 0.0)
+            exp = logits.exp_()
+            sums = torch.stack([exp.sum(dim=-1), target_logit])  # [2, c]
+            if group is not None:
+                dist.all_reduce(sums, group=group)
+            log_sum = sums[0].log()
+            losses[start:end] = (log_sum - sums[1]).masked_fill(problem.ignored[start:end], 0.0)
+            log_normalizers[start:end] = log_sum + maximum
+            if grad_hidden is None and grad_weight is None and grad_bias is None:
+                continue
+            gradient = problem.logit_gradient(exp.div_(sums[0].unsqueeze(-1)), start, end)
+            _accumulate(gradient, chunk, weight, grad_hidden, grad_weight, grad_bias, start)
+        ctx.save_for_backward(hidden, weight, bias, log_normalizers, grad_hidden, grad_weight, grad_bias)
+        ctx.problem = problem
+        ctx.precomputed = precompute
+        return losses
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_losses: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        hidden, weight, bias, log_normalizers, grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        problem: _Problem = ctx.problem
+        grad_losses = grad_losses.masked_fill(problem.ignored, 0.0)
+        needs = ctx.needs_input_grad
+        if not ctx.precomputed:
+            grads = _recomputed_grads(
+                problem, hidden, weight, bias, log_normalizers, grad_losses, needs[0], needs[1], needs[2]
+            )
+            return _cast(grads[0], hidden), _cast(grads[1], weight), _cast(grads[2], bias), None
+        hidden_out = None if grad_hidden is None else grad_hidden * grad_losses.unsqueeze(-1)
+        if grad_weight is None and grad_bias is None:
+            return _cast(hidden_out, hidden), None, None, None
+        scale = _uniform_scale(grad_losses, problem.ignored)
+        if scale is None:
+            _, grad_weight, grad_bias = _recomputed_grads(
+                problem,
+                hidden,
+                weight,
+                bias,
+                log_normalizers,
+                grad_losses,
+                False,
+                grad_weight is not None,
+                grad_bias is not None,
+            )
+            scale = 1.0
+        weight_out = None if grad_weight is None else grad_weight * scale
+        bias_out = None if grad_bias is None else grad_bias * scale
+        return _cast(hidden_out, hidden), _cast(weight_out, weight), _cast(bias_out, bias), None
+
+
+def _cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
+    """``grad`` (float32) in the dtype of the tensor it is the gradient of."""
+    return None if grad is None or like is None else grad.to(like.dtype)
+
+
+def _accumulate(
+    gradient: Tensor,
+    chunk: Tensor,
+    weight: Tensor,
+    grad_hidden: Tensor | None,
+    grad_weight: Tensor | None,
+    grad_bias: Tensor | None,
+    start: int,
+) -> None:
+    """Add one chunk's ``[c, vocab / tp]`` logit gradient to the input gradients."""
+    if grad_bias is not None:
+        grad_bias.add_(gradient.sum(dim=0))
+    # The matrix products run in the model's dtype, as autograd's would.
+    gradient = gradient.to(weight.dtype)
+    if grad_hidden is not None:
+        torch.matmul(gradient, weight, out=grad_hidden[start : start + chunk.shape[0]])
+    if grad_weight is not None:
+        if grad_weight.dtype == weight.dtype:
+            grad_weight.addmm_(gradient.t(), chunk)
+        else:
+            grad_weight.add_(gradient.t() @ chunk)
+
+
+def _uniform_scale(grad_losses: Tensor, ignored: Tensor) -> float | None:
+    """The one gradient every counted token has, or ``None`` if they differ (a host sync).
+
+    Ignored tokens have no parameter gradient, so their value does not matter; with no
+    counted token the stored sums are zero and any scale does.
+    """
+    low = grad_losses.masked_fill(ignored, float("inf")).min()
+    high = grad_losses.masked_fill(ignored, float("-inf")).max()
+    low_value, high_value = torch.stack([low, high]).tolist()
+    if low_value > high_value:
+        return 0.0
+    return float(low_value) if low_value == high_value else None
+
+
+def _recomputed_grads(
+    problem: _Problem,
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    log_normalizers: Tensor,
+    grad_losses: Tensor,
+    hidden_needed: bool,
+    weight_needed: bool,
+    bias_needed: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients for per-token loss gradients ``c``, recomputed one chunk of logits at a
+    time from the saved log-normalisers (global already: no collective). The hidden states'
+    gradient is this rank's partial sum, which the input's collective reduces."""
+    grad_hidden = torch.empty_like(hidden) if hidden_needed else None
+    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight_needed else None
+    grad_bias = (
+        torch.zeros_like(bias, dtype=torch.float32) if bias is not None and bias_needed else None
+    )
+    tokens = hidden.shape[0]
+    for start in problem.chunks(tokens):
+        end = min(start + problem.chunk_tokens, tokens)
+        chunk = hidden[start:end]
+        logits = problem.logits(chunk, weight, bias)
+        probabilities = logits.sub_(log_normalizers[start:end].unsqueeze(-1)).exp_()
+        gradient = problem.logit_gradient(probabilities, start, end)
+        gradient.mul_(grad_losses[start:end].unsqueeze(-1))
+        _accumulate(gradient, chunk, weight, grad_hidden, grad_weight, grad_bias, start)
+    return grad_hidden, grad_weight, grad_bias
