@@ -192,6 +192,9 @@ class AttentionConfig(Config):
         sdpa_backend: the kernel of ``scaled_dot_product_attention``: ``auto`` lets PyTorch
             choose; ``flash``, ``cudnn``, ``efficient`` or ``math`` allow only that one, and a
             call it cannot run is an error (``RuntimeError`` from PyTorch), never a fallback.
+        recompute_core_attention: recompute the ``core_attention`` slot in the backward pass
+            instead of keeping its activations (Megatron's "selective" recomputation; worth it
+            where the kernel keeps ``[s, s]`` scores, as the ``math`` kernel does).
     """
 
     num_heads: int = field(default=8, metadata=checks(positive))
@@ -203,6 +206,7 @@ class AttentionConfig(Config):
     bias: bool = False
     causal: bool = True
     sdpa_backend: SdpaBackend = field(default="auto", metadata=checks(_known_sdpa_backend))
+    recompute_core_attention: bool = False
 
     def validate(self) -> None:
         super().validate()

@@ -55,6 +55,7 @@ TRAINING_SETTINGS: Final = frozenset(
         "init_std",
         "fuse_elementwise",
         "recompute",
+        "recompute_core_attention",
         "sdpa_backend",
     }
 )

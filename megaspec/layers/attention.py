@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from megaspec.builders import (
     ColumnLinear,
@@ -200,6 +201,20 @@ class SelfAttention(nn.Module):
                 )
             )
         self.linear_proj = self._build_proj(submodules.linear_proj, owner, config, attention, groups)
+        self.recompute_core_attention = attention.recompute_core_attention
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor, context: LayerContext) -> Tensor:
+        if self.recompute_core_attention and torch.is_grad_enabled():
+            # Non-reentrant: keeps only q, k, v (not e.g. the math kernel's [s, s] scores).
+            attended: Tensor = checkpoint(
+                lambda q, k, v: self.core_attention(q, k, v, context=context),
+                query,
+                key,
+                value,
+                use_reentrant=False,
+            )
+            return attended
+        return self.core_attention(query, key, value, context=context)
 
     def _build_qkv(
         self,
@@ -321,6 +336,6 @@ class SelfAttention(nn.Module):
         if context.inference is not None:
             # Keys are cached after RoPE: a cached key never needs its position again.
             key, value = context.inference.update_key_value(self.layer_index, key, value)
-        attended = self.core_attention(query, key, value, context=context)
+        attended = self._attend(query, key, value, context)
         attended = attended.permute(2, 0, 1, 3).reshape(sequence, batch, self.local_heads * self.head_dim)
         return self.linear_proj(attended)

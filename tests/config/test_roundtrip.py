@@ -112,6 +112,7 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
             "causal": st.booleans(),
             "bias": st.booleans(),
             "sdpa_backend": st.sampled_from(["auto", "flash", "cudnn", "efficient", "math"]),
+            "recompute_core_attention": st.booleans(),
             "lr_scale": SCALES,
             "add_linear_biases": st.booleans(),
             "qkv": LINEARS,

@@ -1,4 +1,4 @@
-"""``TransformerConfig.recompute``: recomputed slots give the same loss and gradients as kept
+"""``TransformerConfig.recompute`` and ``AttentionConfig.recompute_core_attention``: recomputed slots give the same loss and gradients as kept
 activations (one process, TP=2 with sequence parallelism, FSDP2 over DP=2; float32, spawned
 gloo processes), keep fewer bytes for the backward pass, and unknown slot names are exact
 errors."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -36,9 +37,16 @@ from tests.helpers.distributed import run_on_ranks
 VOCAB = 64
 
 
-def build(groups: ParallelGroups, recompute: tuple[RecomputedSlot, ...], **settings: Any) -> GPTModel:
+ATTENTION = AttentionConfig(num_heads=4, num_query_groups=2, rotary_fraction=0.5)
+
+
+def build(
+    groups: ParallelGroups,
+    recompute: tuple[RecomputedSlot, ...],
+    attention: AttentionConfig = ATTENTION,
+    **settings: Any,
+) -> GPTModel:
     config = TransformerConfig(hidden_size=32, num_layers=2, recompute=recompute, **settings)
-    attention = AttentionConfig(num_heads=4, num_query_groups=2, rotary_fraction=0.5)
     submodules = torch_backend.llama_submodules(attention, MlpConfig(ffn_hidden_size=64), 2, qk_norm=True)
     with seeded_initialization(0):
         return GPTModel(config=config, vocab_size=VOCAB, submodules=submodules, groups=groups)
@@ -85,8 +93,8 @@ def saved_activations(model: torch.nn.Module) -> Iterator[dict[int, int]]:
         yield storages
 
 
-def bytes_kept(recompute: tuple[RecomputedSlot, ...]) -> int:
-    model = build(ParallelGroups.single(), recompute)
+def bytes_kept(recompute: tuple[RecomputedSlot, ...], attention: AttentionConfig = ATTENTION) -> int:
+    model = build(ParallelGroups.single(), recompute, attention)
     tokens = torch.randint(0, VOCAB, (4, 33), generator=torch.Generator().manual_seed(1))
     with saved_activations(model) as storages:
         loss = model(tokens[:, :-1], labels=tokens[:, 1:])
@@ -130,7 +138,13 @@ def tensor_parallel_runs() -> tuple[dict[str, torch.Tensor], dict[str, torch.Ten
     kept = loss_and_grads(build(groups, (), sequence_parallel=True), groups)
     # Fused add+norm too: its compiled region holds the sequence-parallel norm's reduction.
     recomputed = loss_and_grads(
-        build(groups, ("input_norm", "mixer", "mlp"), sequence_parallel=True, fuse_elementwise=True),
+        build(
+            groups,
+            ("input_norm", "mixer", "mlp"),
+            replace(ATTENTION, recompute_core_attention=True),
+            sequence_parallel=True,
+            fuse_elementwise=True,
+        ),
         groups,
     )
     return kept, recomputed
@@ -159,3 +173,13 @@ def test_recompute_under_fsdp2() -> None:
     for kept, recomputed in run_on_ranks(2, fully_sharded_runs):
         assert len(kept) > 1
         assert_same(recomputed, kept)
+
+
+def test_recomputed_core_attention_gives_the_same_gradients_and_keeps_fewer_bytes() -> None:
+    # The math kernel keeps the [s, s] attention probabilities; recomputed, only q, k, v.
+    math_kernel = replace(ATTENTION, sdpa_backend="math")
+    recomputed = replace(math_kernel, recompute_core_attention=True)
+    groups = ParallelGroups.single()
+    expected = loss_and_grads(build(groups, (), math_kernel), groups)
+    assert_same(loss_and_grads(build(groups, (), recomputed), groups), expected)
+    assert bytes_kept((), recomputed) < bytes_kept((), math_kernel)
