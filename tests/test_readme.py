@@ -1,4 +1,5 @@
-"""The README's spec example runs as written, and its torchrun script is the tested one."""
+"""The README's spec example runs as written, its torchrun script is the tested one, and its
+recompute and sdpa_backend YAML resolves to what it says."""
 
 from __future__ import annotations
 

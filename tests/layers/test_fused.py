@@ -71,8 +71,8 @@ def test_fused_add_and_norm_matches_eager(kind: type[RMSNorm] | type[LayerNorm])
         results.append((hidden.detach(), normed.detach(), *grads))
         for tensor in (*inputs, norm.weight):
             tensor.grad = None
-    for fused, eager in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(fused, eager, atol=1e-6, rtol=1e-6)
+    for compiled, eager in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=1e-6)
 
 
 def test_fused_add_and_norm_compiles_once_for_every_layer() -> None:

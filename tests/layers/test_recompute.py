@@ -158,9 +158,16 @@ def test_recompute_under_tensor_and_sequence_parallelism() -> None:
 
 def fully_sharded_runs() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     results = []
-    for recompute in ((), RECOMPUTED_SLOTS):
+    runs: tuple[tuple[tuple[RecomputedSlot, ...], bool], ...] = (
+        ((), False),
+        (("input_norm", "mixer", "mlp"), True),
+    )
+    for recompute, fused in runs:
         groups = init_parallel(1)
-        model = data_parallel(build(groups, recompute), groups, engine="fsdp")
+        # Fused: the compiled add+norm meets the parameters FSDP2 unshards.
+        model = data_parallel(
+            build(groups, recompute, fuse_elementwise=fused), groups, engine="fsdp"
+        )
         tokens = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(groups.data_rank))
         loss = model(tokens[:, :-1], labels=tokens[:, 1:]).mean()
         loss.backward()
