@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import math
 
@@ -53,6 +53,30 @@ def _known_activation(activation: object) -> str | None:
     return None
 
 
+RecomputedSlot = Literal["input_norm", "mixer", "pre_mlp_norm", "mlp"]
+"""A slot of :class:`~megaspec.layers.TransformerLayer` whose activations can be recomputed."""
+
+RECOMPUTED_SLOTS: tuple[RecomputedSlot, ...] = get_args(RecomputedSlot)
+
+
+def _known_slots(slots: object) -> str | None:
+    if isinstance(slots, str) or not isinstance(slots, (tuple, list)):
+        return f"must be a list of slot names ({', '.join(RECOMPUTED_SLOTS)}), got {slots!r}"
+    unknown = [slot for slot in slots if slot not in RECOMPUTED_SLOTS]
+    if unknown:
+        return (
+            f"unknown slot {', '.join(repr(slot) for slot in unknown)}; expected any of "
+            f"{', '.join(RECOMPUTED_SLOTS)}"
+        )
+    if len(set(slots)) != len(slots):
+        return f"names a slot twice: {list(slots)}"
+    return None
+
+
+SdpaBackend = Literal["auto", "flash", "cudnn", "efficient", "math"]
+"""Which ``scaled_dot_product_attention`` kernel attention may use (``auto``: PyTorch picks)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelWideSettings(Config):
     """Settings that hold for every layer of a model (shared by ``TransformerConfig`` and the
@@ -63,15 +87,20 @@ class ModelWideSettings(Config):
         init_std: standard deviation of the normal initialisation; output projections use
             ``init_std / sqrt(2 * num_layers)``.
         norm_epsilon: epsilon of every norm.
-        fuse_elementwise: run RoPE and gated activations as single fused kernels through
-            ``torch.compile``; about 1.2x faster training steps on a GPU, compiled on the
-            first call.
+        fuse_elementwise: run RoPE, gated activations, and each layer's residual add with
+            the norm after it as single fused kernels through ``torch.compile``; about 1.2x
+            faster training steps on a GPU, compiled on the first call.
+        recompute: slots of every :class:`~megaspec.layers.TransformerLayer` whose
+            activations are not kept for the backward pass but recomputed from the slot's
+            input (``torch.utils.checkpoint``, non-reentrant, dropout RNG replayed): any of
+            ``input_norm``, ``mixer``, ``pre_mlp_norm``, ``mlp``. Trades compute for memory.
     """
 
     hidden_size: int = field(default=256, metadata=checks(positive))
     init_std: float = field(default=0.02, metadata=checks(positive))
     norm_epsilon: float = field(default=1e-5, metadata=checks(positive))
     fuse_elementwise: bool = False
+    recompute: tuple[RecomputedSlot, ...] = field(default=(), metadata=checks(_known_slots))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +175,12 @@ class Llama3RotaryScaling(RotaryScalingConfig):
         return torch.where(medium, interpolated, stretched)
 
 
+def _known_sdpa_backend(backend: object) -> str | None:
+    if backend not in get_args(SdpaBackend):
+        return f"unknown backend {backend!r}; expected one of {', '.join(get_args(SdpaBackend))}"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttentionConfig(Config):
     """Settings of one self-attention mixer.
@@ -161,6 +196,12 @@ class AttentionConfig(Config):
         rotary_scaling: rescaling of RoPE's frequencies for long contexts (``None``: none).
         bias: biases on the QKV and output projections.
         causal: mask future positions.
+        sdpa_backend: the kernel of ``scaled_dot_product_attention``: ``auto`` lets PyTorch
+            choose; ``flash``, ``cudnn``, ``efficient`` or ``math`` allow only that one, and a
+            call it cannot run is an error (``RuntimeError`` from PyTorch), never a fallback.
+        recompute_core_attention: recompute the ``core_attention`` slot in the backward pass
+            instead of keeping its activations (Megatron's "selective" recomputation; worth it
+            where the kernel keeps ``[s, s]`` scores, as the ``math`` kernel does).
     """
 
     num_heads: int = field(default=8, metadata=checks(positive))
@@ -171,6 +212,8 @@ class AttentionConfig(Config):
     rotary_scaling: RotaryScalingConfig | None = None
     bias: bool = False
     causal: bool = True
+    sdpa_backend: SdpaBackend = field(default="auto", metadata=checks(_known_sdpa_backend))
+    recompute_core_attention: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -268,6 +311,9 @@ __all__ = [
     "MlpConfig",
     "Llama3RotaryScaling",
     "ModelWideSettings",
+    "RECOMPUTED_SLOTS",
+    "RecomputedSlot",
+    "SdpaBackend",
     "RotaryScalingConfig",
     "TransformerConfig",
 ]

@@ -47,7 +47,17 @@ from megaspec.schema import deferred_validation, join_path
 
 RUN_CONFIG_FILE: Final = "config.yaml"
 TRAINING_SETTINGS: Final = frozenset(
-    {"lr_scale", "apply_peft", "weight_decay", "init", "init_std", "fuse_elementwise"}
+    {
+        "lr_scale",
+        "apply_peft",
+        "weight_decay",
+        "init",
+        "init_std",
+        "fuse_elementwise",
+        "recompute",
+        "recompute_core_attention",
+        "sdpa_backend",
+    }
 )
 """Config fields an override may change on a pretrained model (at any depth)."""
 

@@ -63,6 +63,7 @@ class ModelConfig(ModelWideSettings):
             norm_epsilon=self.norm_epsilon,
             init_std=self.init_std,
             fuse_elementwise=self.fuse_elementwise,
+            recompute=self.recompute,
             sequence_parallel=sequence_parallel,
             params_dtype=params_dtype,
         )

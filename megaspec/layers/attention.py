@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from megaspec.builders import (
     ColumnLinear,
@@ -37,6 +41,10 @@ class DotProductAttention(nn.Module):
     ``context.attention_mask`` may mark padded keys; then it attends through an explicit mask
     (:func:`visible_keys`). A plain forward (no padding, as many queries as keys) keeps SDPA's
     ``is_causal`` path. It declares ``supports_inference_cache``.
+
+    ``attention.sdpa_backend`` other than ``"auto"`` allows SDPA only that kernel
+    (``torch.nn.attention.sdpa_kernel``); a call the kernel cannot run (wrong device, dtype or
+    mask) raises PyTorch's ``RuntimeError`` instead of falling back to another kernel.
     """
 
     supports_inference_cache = True
@@ -52,8 +60,18 @@ class DotProductAttention(nn.Module):
         super().__init__()
         self.causal = attention.causal
         self.grouped = attention.query_groups != attention.num_heads
+        self.sdpa_backend = attention.sdpa_backend
+        self._kernels = None if attention.sdpa_backend == "auto" else [_SDPA_KERNELS[attention.sdpa_backend]]
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *, context: LayerContext) -> Tensor:
+        kernels = contextlib.nullcontext() if self._kernels is None else sdpa_kernel(self._kernels)
+        with kernels:
+            return self._attend(query, key, value, context)
+
+    def extra_repr(self) -> str:
+        return "" if self._kernels is None else f"sdpa_backend={self.sdpa_backend}"
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor, context: LayerContext) -> Tensor:
         query_length, key_length = query.shape[2], key.shape[2]
         padding = context.attention_mask
         if padding is None and query_length == key_length:
@@ -67,6 +85,14 @@ class DotProductAttention(nn.Module):
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, enable_gqa=self.grouped
         )
+
+
+_SDPA_KERNELS: Mapping[str, SDPBackend] = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 def visible_keys(
@@ -175,6 +201,20 @@ class SelfAttention(nn.Module):
                 )
             )
         self.linear_proj = self._build_proj(submodules.linear_proj, owner, config, attention, groups)
+        self.recompute_core_attention = attention.recompute_core_attention
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor, context: LayerContext) -> Tensor:
+        if self.recompute_core_attention and torch.is_grad_enabled():
+            # Non-reentrant: keeps only q, k, v (not e.g. the math kernel's [s, s] scores).
+            attended: Tensor = checkpoint(
+                lambda q, k, v: self.core_attention(q, k, v, context=context),
+                query,
+                key,
+                value,
+                use_reentrant=False,
+            )
+            return attended
+        return self.core_attention(query, key, value, context=context)
 
     def _build_qkv(
         self,
@@ -296,6 +336,6 @@ class SelfAttention(nn.Module):
         if context.inference is not None:
             # Keys are cached after RoPE: a cached key never needs its position again.
             key, value = context.inference.update_key_value(self.layer_index, key, value)
-        attended = self.core_attention(query, key, value, context=context)
+        attended = self._attend(query, key, value, context)
         attended = attended.permute(2, 0, 1, 3).reshape(sequence, batch, self.local_heads * self.head_dim)
         return self.linear_proj(attended)

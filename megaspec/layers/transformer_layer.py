@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from megaspec.builders import LayerSpec, MixerBuilder, MlpBuilder, Norm, NormBuilder
 from megaspec.context import LayerContext
 from megaspec.inference import supports_inference_cache
+from megaspec.layers.residual import residual_add_and_norm
 from megaspec.layers.slots import (
     building_slot,
     checked_output,
@@ -49,6 +52,12 @@ class TransformerLayer(nn.Module):
     False`` gets the whole sequence: the layer all-gathers it and keeps this rank's slice of
     the result (see :mod:`megaspec.builders`).
 
+    ``config.recompute`` names slots whose activations are recomputed in the backward pass
+    instead of kept; adjacent named slots (``input_norm`` and ``mixer``, ``pre_mlp_norm`` and
+    ``mlp``) form one recomputed region that keeps only its input. ``config.fuse_elementwise``
+    runs the mixer's residual add and ``pre_mlp_norm`` as one compiled region (unless
+    ``pre_mlp_norm`` is recomputed: then the add stays outside the region, which keeps the sum).
+
     Shapes: ``[s, b, hidden] -> [s, b, hidden]`` (``s / tp`` when sequence parallel).
     """
 
@@ -66,6 +75,8 @@ class TransformerLayer(nn.Module):
         self.layer_index = layer_index
         self.groups = groups
         self._owner = f"TransformerLayer (layer {layer_index})"
+        self._recompute = frozenset(config.recompute)
+        self._add_and_norm = residual_add_and_norm(config.fuse_elementwise)
         self._builder_names = {
             "mixer": describe_builder(submodules.mixer),
             "mlp": describe_builder(submodules.mlp),
@@ -149,14 +160,52 @@ class TransformerLayer(nn.Module):
             output, hidden, owner=self._owner, slot=slot, builder=self._builder_names[slot]
         )
 
+    def _stages(self, hidden: Tensor, stages: Sequence[tuple[str, Callable[[Tensor], Tensor]]]) -> Tensor:
+        """Runs ``(slot, function)`` stages in order; a run of consecutive recomputed slots is
+        one checkpointed region, so only its input is kept for the backward pass."""
+        recompute = self._recompute if torch.is_grad_enabled() else frozenset()
+        start = 0
+        while start < len(stages):
+            end = start
+            while end < len(stages) and stages[end][0] in recompute:
+                end += 1
+            if end == start:
+                hidden = stages[start][1](hidden)
+                start += 1
+                continue
+            # Non-reentrant: works with keyword-only closures, collectives and FSDP2, and
+            # replays the RNG state so dropout draws the same mask when recomputed.
+            region = _composed([function for _, function in stages[start:end]])
+            recomputed: Tensor = checkpoint(region, hidden, use_reentrant=False)
+            hidden = recomputed
+            start = end
+        return hidden
+
     def forward(self, hidden: Tensor, *, context: LayerContext) -> Tensor:
-        branch = self._branch(
-            "mixer", lambda normed: self.mixer(normed, context=context), self.input_norm(hidden)
-        )
+        def mixer(normed: Tensor) -> Tensor:
+            return self._branch("mixer", lambda full: self.mixer(full, context=context), normed)
+
+        def mlp(normed: Tensor) -> Tensor:
+            return self._branch("mlp", self.mlp, normed)
+
+        branch = self._stages(hidden, (("input_norm", self.input_norm), ("mixer", mixer)))
         if self.post_mixer_norm is not None:
             branch = self.post_mixer_norm(branch)
-        hidden = hidden + branch
-        branch = self._branch("mlp", self.mlp, self.pre_mlp_norm(hidden))
+        if "pre_mlp_norm" in self._recompute and torch.is_grad_enabled():
+            hidden = hidden + branch
+            branch = self._stages(hidden, (("pre_mlp_norm", self.pre_mlp_norm), ("mlp", mlp)))
+        else:
+            hidden, normed = self._add_and_norm(hidden, branch, self.pre_mlp_norm)
+            branch = self._stages(normed, (("mlp", mlp),))
         if self.post_mlp_norm is not None:
             branch = self.post_mlp_norm(branch)
         return hidden + branch
+
+
+def _composed(functions: Sequence[Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
+    def run(hidden: Tensor) -> Tensor:
+        for function in functions:
+            hidden = function(hidden)
+        return hidden
+
+    return run

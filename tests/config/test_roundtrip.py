@@ -34,6 +34,7 @@ from megaspec.config import (
     save,
     to_data,
 )
+from megaspec.transformer_config import RECOMPUTED_SLOTS
 from tests.helpers.configs import ProbeMixerConfig
 
 
@@ -110,6 +111,8 @@ def block_overrides(path: Path_) -> list[st.SearchStrategy[Override]]:
             "qk_norm": st.booleans(),
             "causal": st.booleans(),
             "bias": st.booleans(),
+            "sdpa_backend": st.sampled_from(["auto", "flash", "cudnn", "efficient", "math"]),
+            "recompute_core_attention": st.booleans(),
             "lr_scale": SCALES,
             "add_linear_biases": st.booleans(),
             "qkv": LINEARS,
@@ -163,6 +166,7 @@ GLOBAL_OVERRIDES: list[st.SearchStrategy[Override]] = [
     at(("model", "norm_epsilon"), st.floats(1e-12, 1e-2)),
     at(("model", "tie_embeddings"), st.booleans()),
     at(("model", "fuse_elementwise"), st.booleans()),
+    at(("model", "recompute"), st.lists(st.sampled_from(RECOMPUTED_SLOTS), unique=True)),
     at(("model", "final_norm", "type"), NORM_TYPES),
     at(("model", "final_norm"), NORMS),
     at(("model", "final_norm"), st.builds(LayerNormConfig, weight=WEIGHT_OBJECTS)),

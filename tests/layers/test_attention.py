@@ -16,9 +16,9 @@ from megaspec.backends import torch as torch_backend
 from megaspec.context import LayerContext
 from megaspec.inference import InferenceState, supports_inference_cache
 from megaspec.layers import BlockSequenceSpec, SelfAttention, TransformerLayer
-from megaspec.layers.attention import visible_keys
+from megaspec.layers.attention import DotProductAttention, visible_keys
 from megaspec.parallel import ParallelGroups
-from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
+from megaspec.transformer_config import AttentionConfig, MlpConfig, SdpaBackend, TransformerConfig
 from tests.helpers.layers import HIDDEN, SINGLE, build_gpt, build_layer
 from tests.helpers.reference_llama import randomise, reference_llama_layer
 
@@ -246,3 +246,34 @@ def test_cache_support_is_the_core_attentions_declaration() -> None:
     )
     layer = build_layer(custom)
     assert not supports_inference_cache(layer.mixer) and not supports_inference_cache(layer)
+
+
+# --- the SDPA kernel choice -------------------------------------------------------------------
+
+
+def sdpa_attention(backend: SdpaBackend) -> DotProductAttention:
+    attention = AttentionConfig(num_heads=4, sdpa_backend=backend)
+    return DotProductAttention(
+        config=TransformerConfig(hidden_size=HIDDEN, num_layers=1),
+        attention=attention,
+        groups=SINGLE,
+        layer_index=0,
+    )
+
+
+@pytest.mark.parametrize("backend", ["math", "flash"])
+def test_a_chosen_sdpa_kernel_computes_what_auto_does(backend: SdpaBackend) -> None:
+    # CPU builds of PyTorch have a math and a flash kernel.
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 6, 8, generator=generator) for _ in range(3))
+    context = LayerContext.for_positions(torch.arange(6))
+    expected = sdpa_attention("auto")(query, key, value, context=context)
+    actual = sdpa_attention(backend)(query, key, value, context=context)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_an_sdpa_kernel_that_cannot_run_is_an_error_not_a_fallback() -> None:
+    attention = sdpa_attention("cudnn")  # no cuDNN attention on a CPU
+    query = torch.randn(2, 4, 6, 8)
+    with pytest.raises(RuntimeError, match="No viable backend for scaled_dot_product_attention"):
+        attention(query, query, query, context=LayerContext.for_positions(torch.arange(6)))

@@ -1,13 +1,19 @@
-"""``fuse_elementwise`` (torch.compile of RoPE and the gated activation) computes the same
-function as eager PyTorch: same logits and gradients."""
+"""``fuse_elementwise`` (torch.compile of RoPE, the gated activation and the residual add with
+the next norm) computes the same function as eager PyTorch: same logits and gradients; the
+add+norm region compiles once for all layers."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
 
 from megaspec.backends import torch as torch_backend
+from megaspec.layers import LayerNorm, RMSNorm
+from megaspec.layers.residual import residual_add_and_norm
 from megaspec.models import GPTModel
-from megaspec.parallel import seeded_initialization
+from megaspec.parallel import ParallelGroups, normal_init, seeded_initialization
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 
 
@@ -34,3 +40,47 @@ def test_fused_elementwise_matches_eager() -> None:
     assert fused_grads.keys() == eager_grads.keys()
     for name, grad in eager_grads.items():
         torch.testing.assert_close(fused_grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def norms(kind: type[RMSNorm] | type[LayerNorm], count: int) -> list[RMSNorm | LayerNorm]:
+    config = TransformerConfig(hidden_size=16, num_layers=1)
+    with seeded_initialization(0):
+        built = [
+            kind(
+                hidden_size=16,
+                config=config,
+                groups=ParallelGroups.single(),
+                sharded_input=False,
+                init_method=normal_init(1.0),
+            )
+            for _ in range(count)
+        ]
+    return built
+
+
+@pytest.mark.parametrize("kind", [RMSNorm, LayerNorm])
+def test_fused_add_and_norm_matches_eager(kind: type[RMSNorm] | type[LayerNorm]) -> None:
+    (norm,) = norms(kind, 1)
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(5, 2, 16, generator=generator, requires_grad=True) for _ in range(2)]
+    results = []
+    for fused in (False, True):
+        hidden, normed = residual_add_and_norm(fused)(inputs[0], inputs[1], norm)
+        (hidden.sin() + normed.cos()).sum().backward()
+        grads = [tensor.grad for tensor in (*inputs, norm.weight)]
+        results.append((hidden.detach(), normed.detach(), *grads))
+        for tensor in (*inputs, norm.weight):
+            tensor.grad = None
+    for compiled, eager in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_add_and_norm_compiles_once_for_every_layer() -> None:
+    # Dynamo would guard on each norm's identity if it treated modules as constants: a
+    # 16-layer model would then recompile per layer and fall back to eager past 8.
+    torch._dynamo.reset()
+    counters.clear()
+    hidden = torch.randn(3, 2, 16, requires_grad=True)
+    for norm in norms(RMSNorm, 12):
+        residual_add_and_norm(True)(hidden, hidden, norm)[1].sum().backward()
+    assert counters["frames"]["ok"] == 1

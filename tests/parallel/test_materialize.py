@@ -34,6 +34,7 @@ from megaspec.parallel import (
     seeded_initialization,
     sharding_of,
 )
+from megaspec.parallel import draws as draws_module
 from megaspec.parameter_settings import parameter_settings
 from megaspec.transformer_config import AttentionConfig, MlpConfig, TransformerConfig
 from tests.config.test_models import CONFIGS
@@ -211,3 +212,37 @@ def test_nothing_on_meta_and_a_meta_target_are_errors() -> None:
         materialize(eager)
     with pytest.raises(ValueError, match="target device is the meta device"):
         materialize(build_model("llama", ParallelGroups.single(), meta=True), device="meta")
+
+
+class _Float32Storages(TorchDispatchMode):
+    """Records the largest float32 storage behind any torch operation's output (bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest_float32 = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        output = func(*args, **(kwargs or {}))
+        for tensor in output if isinstance(output, (tuple, list)) else [output]:
+            if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32:
+                self.largest_float32 = max(self.largest_float32, tensor.untyped_storage().nbytes())
+        return output
+
+
+def test_eager_bfloat16_construction_holds_no_float32_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GPTModel(config=TransformerConfig(params_dtype=torch.bfloat16))`` under the default
+    device creates each parameter there in bfloat16 and fills it a chunk at a time: the only
+    float32 temporaries are one chunk's draws (two uniforms an element), never a full weight."""
+    monkeypatch.setattr(draws_module, "CHUNK_ELEMENTS", 512)
+    config = TransformerConfig(hidden_size=64, num_layers=2, params_dtype=torch.bfloat16)
+    submodules = torch_backend.llama_submodules(ATTENTION, MLP, 2, qk_norm=True)
+    with _Float32Storages() as storages, seeded_initialization(SEED):
+        model = GPTModel(config=config, vocab_size=VOCAB, submodules=submodules)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
+    assert 0 < storages.largest_float32 <= 2 * 4 * 512
+    smallest_matrix = min(p.numel() for p in model.parameters() if p.dim() == 2)
+    assert 4 * smallest_matrix > 2 * 4 * 512  # the bound excludes every full weight
+    with seeded_initialization(SEED):
+        float32 = GPTModel(config=replace(config, params_dtype=torch.float32), vocab_size=VOCAB, submodules=submodules)
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, float32.get_parameter(name).to(torch.bfloat16)), name
