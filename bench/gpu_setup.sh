@@ -21,6 +21,9 @@
 #                                            # for bench/peft.py: peft and accelerate wheels)
 #   bash bench/gpu_setup.sh peft [ARGS...]   # PYTHONPATH=/tmp/site python3 bench/peft.py ARGS,
 #                                            # JSON record to $OUT/<date>-peft-<gpu>.json
+#   bash bench/gpu_setup.sh te-parity        # bench/te_parity.py: te vs torch backend logits and loss curves
+#   bash bench/gpu_setup.sh gpu-tests        # pytest tests/backends and the NCCL tensor-parallel test
+#   bash bench/gpu_setup.sh main-job         # megaspec train -c bench/configs/main_job_reference.yaml --device cuda
 # `install` and `bench` may share one call: `bash bench/gpu_setup.sh install; bash bench/gpu_setup.sh bench --profile`
 # (likewise `install` and `parity`).
 # Logs go to $OUT (or /tmp/out when OUT is unset).
@@ -136,5 +139,23 @@ case "${1:-}" in
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/megatron_parity.py --json "$OUT/megatron-parity.json" "$@" 2>&1 | tee "$OUT/parity.log" ;;
-  *) echo "usage: $0 check|stash pNN|install|wheels|bench [ARGS...]|peft [ARGS...]|parity [ARGS...]"; exit 2 ;;
+  te-parity)
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 bench/te_parity.py --json "$OUT/te-parity.json" "$@" 2>&1 | tee "$OUT/te-parity.log" ;;
+  gpu-tests)
+    # The tests that skip on a CPU: the te backend, and NCCL tensor parallelism (two GPUs).
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 -m pytest -ra -q -p no:cacheprovider tests/backends tests/models/test_tensor_parallel.py "$@" 2>&1 \
+      | tee "$OUT/gpu-tests.log" ;;
+  main-job)
+    # The main job at the reference size (bench/configs/main_job_reference.yaml), its metrics to $OUT.
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 -m megaspec train -c bench/configs/main_job_reference.yaml --device cuda \
+      --output-dir /tmp/reference --overwrite "$@" 2>&1 | tee "$OUT/main-job.log"
+    cp /tmp/reference/metrics.jsonl "$OUT/main-job-metrics.jsonl" ;;
+  *) echo "usage: $0 check|stash pNN|install|wheels|bench [ARGS...]|peft [ARGS...]|parity [ARGS...]|te-parity|gpu-tests|main-job"
+     exit 2 ;;
 esac
