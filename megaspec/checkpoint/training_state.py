@@ -50,7 +50,7 @@ from megaspec.checkpoint.manifest import read_manifest, verify_files, write_mani
 from megaspec.checkpoint.pretrained import architecture_values
 from megaspec.checkpoint.resharding import copy_padded, for_loading, for_saving, sharded_keys, tensor_mesh
 from megaspec.config import ConfigError, PathLike, RunConfig, load, save
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import ParallelGroups, is_fully_sharded, reshard_data_parallel
 
 CONFIG_FILE: Final = "config.yaml"
 STATE_FILE: Final = "training_state.json"
@@ -188,9 +188,10 @@ def _state_dict(
     Raises:
         CheckpointError: for an optimizer state that is not a tensor.
     """
+    options = _state_dict_options(model)
     if optimizer is None:
-        return {_MODEL: get_model_state_dict(model)}, None
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+        return {_MODEL: get_model_state_dict(model, options=options)}, None
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     # get_state_dict's layout: {"state": {fqn: {name: value}}, "param_groups": [{...}]}
     # (typed by torch as a loose union of values, hence the ignores)
     states: dict[str, dict[str, Any]] = optimizer_state["state"]  # type: ignore[assignment]  # see above
@@ -200,6 +201,20 @@ def _state_dict(
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"optimizer state {name}.{key}: {value!r} is not a tensor")
     return {_MODEL: model_state, _OPTIMIZER: {"state": states}}, named_groups
+
+
+def _state_dict_options(model: torch.nn.Module, *, strict: bool = False) -> StateDictOptions:
+    """How torch's state-dict API presents ``model``: an FSDP2 model's DTensors gathered over
+    ``dp`` (``full_state_dict``) into this rank's tensor-parallel shards, which
+    :mod:`megaspec.checkpoint.resharding` turns into logical tensors like any other; loading
+    such a dict scatters each shard back over ``dp``. Costs one tensor-parallel shard of the
+    model and optimizer in memory on every rank while saving or loading.
+
+    The FSDP modules are resharded first: after a forward without backward (a validation
+    loss) the root's parameters are plain, untagged tensors.
+    """
+    reshard_data_parallel(model)
+    return StateDictOptions(full_state_dict=is_fully_sharded(model), strict=strict)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -299,7 +314,7 @@ def load_weights(
     with _quiet_single_process():
         dcp_load(view.tree, storage_reader=reader, no_dist=not distributed)
     copy_padded(view.padded)  # the tensors of `state` now hold the checkpoint's values
-    options = StateDictOptions(strict=True)
+    options = _state_dict_options(model, strict=True)
     if optimizer is None:
         set_model_state_dict(model, state[_MODEL], options=options)
     else:

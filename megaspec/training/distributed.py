@@ -12,11 +12,16 @@ import os
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from megaspec.config import ConfigError, PathLike, RunConfig, resolve
-from megaspec.parallel import ParallelGroups, gather_full, init_parallel, seeded_initialization
+from megaspec.parallel import (
+    ParallelGroups,
+    gather_full,
+    init_parallel,
+    reshard_data_parallel,
+    seeded_initialization,
+)
 from megaspec.parallel.sharding import sharding_of
 from megaspec.training.files import save_trained_model
 
@@ -86,12 +91,7 @@ def full_parameters(model: nn.Module, groups: ParallelGroups) -> dict[str, Tenso
 
     FSDP's DTensors are gathered over ``dp``, then tensor-parallel shards over ``tp``.
     """
-    # FSDP2 leaves the root's parameters unsharded after a forward without backward (the
-    # validation loss): plain tensors without megaspec's tags. Resharding brings back the
-    # tagged DTensors everywhere.
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
+    reshard_data_parallel(model)  # the root may be unsharded after a validation forward
     full = {}
     for name, parameter in model.named_parameters():
         local = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter

@@ -104,8 +104,9 @@ def train(
     builds its tensor-parallel shards, the replicas are made data parallel
     (``parallel.data_parallel_engine``) and take their rows of the global batch every rank
     draws alike, so the losses are one process's on the same batches. Rank 0 alone writes
-    files and shows progress; the model is gathered and saved as one process's. Such a run
-    is neither checkpointed nor resumed yet, and trains a fresh model only.
+    files and shows progress; the model is gathered and saved as one process's. Checkpoints
+    are saved by every rank together, and ``resume_from`` may be one saved at another
+    layout (data- and tensor-parallel sizes, engine). Such a run trains a fresh model only.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
@@ -124,7 +125,7 @@ def train(
     check_checkpointing(run)
     groups = ParallelGroups.single() if groups is None else groups
     if is_distributed(groups):
-        _check_distributed(run, groups, given_model=model is not None, resuming=resume_from is not None)
+        _check_distributed(run, groups, given_model=model is not None)
     batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
@@ -132,12 +133,13 @@ def train(
     stepped = _data_parallel(model, run, groups)  # before the optimizer: FSDP replaces parameters
     state = _TrainingState(stepped, make_optimizer(model, run.training), batches, groups=groups)
     if resume_from is not None:
-        state.first_step = restore(resume_from, run=run, model=model,
-                                   optimizer=state.optimizer, batches=batches.train)  # fmt: skip
+        state.first_step = restore(resume_from, run=run, model=model, optimizer=state.optimizer,
+                                   batches=batches.train, groups=groups)  # fmt: skip
     elif output_dir is not None and is_main_rank():
         remove_previous_checkpoints(output_dir)
-    if output_dir is not None and run.peft is None and not is_distributed(groups):
-        state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train, Path(output_dir))
+    if output_dir is not None and run.peft is None:
+        state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train,
+                                          Path(output_dir), groups)  # fmt: skip
     metrics = MetricsLog(output_dir if is_main_rank() else None,
                          resumed_at=state.first_step if resume_from else None)  # fmt: skip
     try:
@@ -167,16 +169,13 @@ def train(
     )
 
 
-def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: bool, resuming: bool) -> None:
-    """Refuse, before the first step, what a multi-process run cannot do yet.
+def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: bool) -> None:
+    """Refuse, before the first step, what a multi-process run cannot do.
 
     Raises:
-        ConfigError: for checkpoints, a batch the replicas cannot share, or a peft run.
-        ValueError: for a given model or a resumed run.
+        ConfigError: for a batch the replicas cannot share.
+        ValueError: for a given model or a peft run.
     """
-    if run.training.checkpoint_interval is not None:
-        raise ConfigError("training.checkpoint_interval",
-                          "multi-process (torchrun) runs are not checkpointed yet; leave it unset")  # fmt: skip
     if run.training.batch_size % groups.data_size != 0:
         raise ConfigError(
             "training.batch_size",
@@ -185,8 +184,6 @@ def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: b
         )
     if given_model or run.peft is not None:
         raise ValueError("multi-process (torchrun) runs train a fresh model only: no --from or peft")
-    if resuming:
-        raise ValueError("multi-process (torchrun) runs cannot --resume yet")
 
 
 def _data_parallel(model: GPTModel, run: RunConfig, groups: ParallelGroups) -> nn.Module:
