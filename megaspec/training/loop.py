@@ -106,7 +106,9 @@ def train(
     draws alike, so the losses are one process's on the same batches. Rank 0 alone writes
     files and shows progress; the model is gathered and saved as one process's. Checkpoints
     are saved by every rank together, and ``resume_from`` may be one saved at another
-    layout (data- and tensor-parallel sizes, engine). Such a run trains a fresh model only.
+    layout (data- and tensor-parallel sizes, engine). A given ``model`` must have been built
+    over ``groups`` (e.g. ``megaspec.from_pretrained(..., groups=groups)``); adapters
+    (``peft``) are refused.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
@@ -125,7 +127,7 @@ def train(
     check_checkpointing(run)
     groups = ParallelGroups.single() if groups is None else groups
     if is_distributed(groups):
-        _check_distributed(run, groups, given_model=model is not None)
+        _check_distributed(run, groups)
     batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
@@ -169,12 +171,18 @@ def train(
     )
 
 
-def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: bool) -> None:
+MULTI_PROCESS_PEFT = (
+    "multi-process (torchrun) runs do not train adapters (peft:) yet; train the adapter in one "
+    "process (megaspec train --from DIR without torchrun), or drop peft: to train every weight"
+)
+
+
+def _check_distributed(run: RunConfig, groups: ParallelGroups) -> None:
     """Refuse, before the first step, what a multi-process run cannot do.
 
     Raises:
         ConfigError: for a batch the replicas cannot share.
-        ValueError: for a given model or a peft run.
+        ValueError: for a peft run (:data:`MULTI_PROCESS_PEFT`).
     """
     if run.training.batch_size % groups.data_size != 0:
         raise ConfigError(
@@ -182,8 +190,8 @@ def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: b
             f"{run.training.batch_size} sequences do not split over {groups.data_size} "
             f"data-parallel replicas",
         )
-    if given_model or run.peft is not None:
-        raise ValueError("multi-process (torchrun) runs train a fresh model only: no --from or peft")
+    if run.peft is not None:
+        raise ValueError(MULTI_PROCESS_PEFT)
 
 
 def _data_parallel(model: GPTModel, run: RunConfig, groups: ParallelGroups) -> nn.Module:
