@@ -73,17 +73,19 @@ def is_main_rank() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def any_rank(flag: bool, groups: ParallelGroups) -> bool:
-    """Whether ``flag`` is set on any rank; every rank gets the same answer.
+def agreed_signal(signal_number: int | None, groups: ParallelGroups) -> int | None:
+    """The stop signal received on any rank (the highest number if they differ), or ``None``;
+    every rank gets the same answer (a collective over ``groups``' processes).
 
-    A decision that ends the loop (a stop signal, which reaches ranks at different times)
-    must be taken by every rank alike, or the others wait forever in the next collective.
+    A signal reaches ranks at different times, or one rank only (``kill`` of one worker):
+    whether to stop, and whether to save a checkpoint then, must be decided by every rank
+    alike, or the others wait forever in the next collective.
     """
     if not is_distributed(groups):
-        return flag
-    value = torch.tensor(1 if flag else 0, dtype=torch.int32)
+        return signal_number
+    value = torch.tensor(signal_number or 0, dtype=torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value)
+    return int(value) or None
 
 
 def full_parameters(model: nn.Module, groups: ParallelGroups) -> dict[str, Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from megaspec.training.checkpoints import (
     remove_previous_checkpoints,
     restore,
 )
-from megaspec.training.distributed import any_rank, is_distributed, is_main_rank, save_gathered_model
+from megaspec.training.distributed import agreed_signal, is_distributed, is_main_rank, save_gathered_model
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
     build_model,
@@ -148,14 +149,17 @@ def train(
         with stop_on_signals() as stop:
             log = _run_steps(run, state, metrics, stop, progress=progress and is_main_rank())
             steps_done = state.first_step + len(log.losses)
-            if stop.requested and state.checkpointer is not None:
+            # Decided by all ranks alike: one rank alone saving would wait for the others.
+            stop_signal = agreed_signal(stop.signal_number, groups)
+            stopped_by = None if stop_signal is None else signal.Signals(stop_signal).name
+            if stop_signal is not None and state.checkpointer is not None:
                 state.checkpointer.save(steps_done)
             if output_dir is not None and save_model and is_distributed(groups):
                 save_gathered_model(model, run, output_dir, groups, steps_done=steps_done,
-                                    stopped_by=stop.signal_name)  # fmt: skip
+                                    stopped_by=stopped_by)  # fmt: skip
             elif output_dir is not None and save_model:
                 save_trained_model(
-                    model, run, output_dir, steps_done=steps_done, stopped_by=stop.signal_name
+                    model, run, output_dir, steps_done=steps_done, stopped_by=stopped_by
                 )
     finally:
         metrics.close()
@@ -166,7 +170,7 @@ def train(
         validation_losses=tuple(log.validation),
         tokens_per_second=_tokens_per_step(run.training) * len(log.losses) / log.step_seconds,
         seconds=perf_counter() - started,
-        stop_signal=stop.signal_number,
+        stop_signal=stop_signal,
         first_step=state.first_step,
     )
 
@@ -241,7 +245,7 @@ def _run_steps(
             metrics.write(step=step + 1, loss=loss, learning_rate=learning_rate,
                           tokens_per_second=_tokens_per_step(training) / seconds,
                           grad_norm=grad_norm)  # fmt: skip
-            if any_rank(stop.requested, state.groups):
+            if agreed_signal(stop.signal_number, state.groups) is not None:
                 break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
                 value = validation_loss(model, batches.validation)

@@ -173,3 +173,26 @@ def test_sigterm_to_torchrun_leaves_a_final_checkpoint_that_a_ddp_job_resumes(tm
     stdout = _run(2, tmp_path, [*ddp, "--steps", str(steps_done + 2), "--resume"])
     assert stdout.startswith(f"resuming from {checkpoint}\n")
     assert list(step_losses(tmp_path)) == list(range(1, steps_done + 3))
+
+
+def test_sigterm_to_one_worker_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
+    # The others never see the signal: they must still stop after the same step and join the
+    # save (a rank saving alone would wait for them forever).
+    process = subprocess.Popen(_command(2, tmp_path, [*DATA_X_TENSOR, "--steps", "1000"]), cwd=REPOSITORY,
+                               env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        _wait_for(tmp_path / "metrics.jsonl", process)
+        while not step_losses(tmp_path):
+            assert process.poll() is None, "the run ended before SIGTERM"
+            time.sleep(0.002)
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        os.kill(max(workers), signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert errors.decode().count("exitcode  : 143") == 2, errors.decode()  # both workers stopped
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["stopped_by"] == "SIGTERM" and progress["steps_done"] < 1000
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == f"step-{progress['steps_done']:08d}"
