@@ -1,5 +1,8 @@
 """Training checkpoints: model, optimizer, RNG, step and data position, saved sharded with
-torch.distributed.checkpoint (DCP) and loadable at another tensor-parallel size.
+torch.distributed.checkpoint (DCP) and loadable at another layout (tensor- and data-parallel
+sizes, FSDP2 or DDP, one process): an FSDP2 model's state is gathered over ``dp`` by torch's
+state-dict API first (see :func:`_state_dict_options`), so what DCP sees depends only on the
+tensor-parallel layout, which :mod:`megaspec.checkpoint.resharding` turns into logical tensors.
 
 A checkpoint is a directory ``root/step-00000100/``::
 
