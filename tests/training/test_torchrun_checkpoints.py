@@ -1,7 +1,8 @@
 """Training checkpoints of ``megaspec train`` under torchrun (CPU ranks, gloo): a data x
 tensor-parallel (FSDP) run killed with SIGKILL resumes to exactly the uninterrupted run's
-losses, its checkpoints load and export in one process (another layout), and SIGTERM sent to
-torchrun leaves a final checkpoint that a DDP job resumes."""
+losses, its checkpoints load, export and resume in one process (another layout), and SIGTERM
+sent to torchrun or to one worker stops every rank with a final checkpoint that a DDP job
+resumes (exactly, at the same layout)."""
 
 from __future__ import annotations
 
