@@ -58,9 +58,10 @@ from megaspec.config import (
 )
 from megaspec.config.resolve import Override, parse_override, read_config_file
 from megaspec.models import GPTModel
-from megaspec.parallel import seeded_initialization
+from megaspec.parallel import ParallelGroups, seeded_initialization
 from megaspec.peft import add_adapter, merge_and_unload, train_adapters_only
 from megaspec.training import CONFIG_FILE, TrainResult, save_trained_model, train
+from megaspec.training.loop import MULTI_PROCESS_PEFT
 from megaspec.training.files import write_progress
 
 BASE_FILE: Final = "base_model.json"
@@ -140,11 +141,16 @@ def finetune(
     device: str | torch.device = "cpu",
     output_dir: PathLike | None = None,
     progress: bool = True,
+    groups: ParallelGroups | None = None,
 ) -> TrainResult:
     """Train ``run`` starting from the weights in ``base``; with ``run.peft``, only the adapter.
 
     The output directory is a plain run directory, or with ``run.peft`` an adapter run (see
     the module). Base weights stay bitwise unchanged when ``run.peft`` is set.
+
+    With ``groups`` spanning several processes (a torchrun job's), call it on every rank:
+    each reads its tensor-parallel shards of the base, and training goes on as
+    :func:`megaspec.training.train`'s; adapters (``run.peft``) are refused there.
 
     Raises:
         ConfigError: if ``run.model`` computes another function than the base, or as
@@ -152,7 +158,10 @@ def finetune(
         CheckpointError: for an unreadable base.
         ValueError: for adapter targets that match no linear.
     """
-    model = _load_base(base, run, device)
+    groups = ParallelGroups.single() if groups is None else groups
+    if run.peft is not None and groups.data_size * groups.tensor_size > 1:
+        raise ValueError(MULTI_PROCESS_PEFT)  # before reading the base
+    model = _load_base(base, run, device, groups)
     if run.peft is not None:
         attach_adapter(model, run.peft, seed=run.training.seed)
         result = train(
@@ -163,15 +172,17 @@ def finetune(
             write_progress(run, output_dir, steps_done=len(result.losses),
                            stopped_by=_signal_name(result.stop_signal))  # fmt: skip
         return result
-    return train(run, device=device, output_dir=output_dir, progress=progress, model=model)
+    return train(run, device=device, output_dir=output_dir, progress=progress, model=model,
+                 groups=groups)  # fmt: skip
 
 
 def _signal_name(number: int | None) -> str | None:
     return None if number is None else signal.Signals(number).name
 
 
-def _load_base(base: PathLike, run: RunConfig, device: str | torch.device) -> GPTModel:
-    pretrained = from_pretrained(base, device=device)
+def _load_base(base: PathLike, run: RunConfig, device: str | torch.device, groups: ParallelGroups) -> GPTModel:
+    pretrained = from_pretrained(base, device=device, groups=groups,
+                                 sequence_parallel=run.parallel.sequence_parallel)  # fmt: skip
     try:
         check_same_architecture(pretrained.config, run.model)
     except ConfigError as error:

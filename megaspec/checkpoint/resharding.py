@@ -13,6 +13,14 @@ At tensor-parallel size 1 the same logical tensor is a plain tensor (same key, s
 Replicated tensors stay plain: DCP writes one copy. The DTensor's local tensor is a view of
 the parameter, so ``dcp.load`` writes straight into the model.
 
+Data parallelism does not change the logical tensors. Under DDP every replica holds the
+same shards. Under FSDP2 a parameter is a DTensor over ``dp`` whose global shape is this rank's
+tensor-parallel shard; the state dict handed here is gathered over ``dp`` first (torch's
+``StateDictOptions(full_state_dict=True)``, see :mod:`megaspec.checkpoint.training_state`),
+so it is the same as DDP's, and the ``tp`` DTensors of the replicas describe the same chunks
+(DCP writes each once). An FSDP DTensor reaching these functions is refused: its chunks would
+name offsets into the shard, not into the logical tensor, and would not reshard.
+
 Vocabulary-padded tensors (the embedding and the output layer, padded to a multiple of
 ``128 x tp`` rows) have a different full shape at each size. When the saved shape differs
 from the current one only along the sharded dimension, that tensor is read in full on every
@@ -39,9 +47,16 @@ Tree = Any  # nested dicts and lists of tensors and plain values (a state dict)
 
 
 def tensor_mesh(groups: ParallelGroups) -> DeviceMesh | None:
-    """The 1-D ``tp`` mesh over the tensor group, or ``None`` at tensor-parallel size 1."""
+    """The 1-D ``tp`` mesh over the tensor group, or ``None`` at tensor-parallel size 1.
+
+    Groups made from a ``(dp, tp)`` mesh (torchrun jobs) give their own ``tp`` sub-mesh: one
+    per data-parallel replica, each describing the same logical tensors, so DCP writes each
+    chunk once (it drops the replicas' duplicate writes).
+    """
     if groups.tensor is None or groups.tensor_size == 1:
         return None
+    if groups.mesh is not None:
+        return groups.mesh["tp"]
     return DeviceMesh.from_group(groups.tensor, "cpu", mesh_dim_names=("tp",))
 
 
@@ -119,11 +134,24 @@ class DcpView:
     padded: list[PaddedRead]
 
 
+def _refuse_dtensor(key: str, leaf: Tensor) -> None:
+    if isinstance(leaf, DTensor):
+        raise CheckpointError(
+            f"{key}: a DTensor (FSDP's shard over dp); gather the state dict over dp first "
+            f"(StateDictOptions(full_state_dict=True)) so it holds tensor-parallel shards"
+        )
+
+
 def for_saving(tree: Tree, sharded: Mapping[str, Sharded], mesh: DeviceMesh | None) -> Tree:
-    """``tree`` with every sharded tensor replaced by its :func:`logical_view`."""
+    """``tree`` with every sharded tensor replaced by its :func:`logical_view`.
+
+    Raises:
+        CheckpointError: for a DTensor leaf (see the module docstring).
+    """
     def convert(key: str, leaf: Any) -> Any:
         if not isinstance(leaf, Tensor):
             return leaf
+        _refuse_dtensor(key, leaf)
         return logical_view(leaf, _sharding_for(key, leaf, sharded), mesh)
 
     return map_tree(tree, convert)
@@ -140,13 +168,15 @@ def for_loading(
 
     Raises:
         CheckpointError: for a tensor the checkpoint lacks, or one whose shape differs in
-            another way than vocabulary padding (a checkpoint of another architecture).
+            another way than vocabulary padding (a checkpoint of another architecture), or a
+            DTensor leaf (see the module docstring).
     """
     padded: list[PaddedRead] = []
 
     def convert(key: str, leaf: Any) -> Any:
         if not isinstance(leaf, Tensor):
             return leaf
+        _refuse_dtensor(key, leaf)
         sharding = _sharding_for(key, leaf, sharded)
         view = logical_view(leaf, sharding, mesh)
         entry = saved.get(key)

@@ -1,5 +1,8 @@
 """Training checkpoints: model, optimizer, RNG, step and data position, saved sharded with
-torch.distributed.checkpoint (DCP) and loadable at another tensor-parallel size.
+torch.distributed.checkpoint (DCP) and loadable at another layout (tensor- and data-parallel
+sizes, FSDP2 or DDP, one process): an FSDP2 model's state is gathered over ``dp`` by torch's
+state-dict API first (see :func:`_state_dict_options`), so what DCP sees depends only on the
+tensor-parallel layout, which :mod:`megaspec.checkpoint.resharding` turns into logical tensors.
 
 A checkpoint is a directory ``root/step-00000100/``::
 
@@ -50,7 +53,7 @@ from megaspec.checkpoint.manifest import read_manifest, verify_files, write_mani
 from megaspec.checkpoint.pretrained import architecture_values
 from megaspec.checkpoint.resharding import copy_padded, for_loading, for_saving, sharded_keys, tensor_mesh
 from megaspec.config import ConfigError, PathLike, RunConfig, load, save
-from megaspec.parallel import ParallelGroups
+from megaspec.parallel import ParallelGroups, is_fully_sharded, reshard_data_parallel
 
 CONFIG_FILE: Final = "config.yaml"
 STATE_FILE: Final = "training_state.json"
@@ -121,13 +124,14 @@ def save_training_checkpoint(
     """Save a checkpoint as ``root/step-<step>`` on every rank (a collective call); returns
     its path. With ``keep_last=K`` only the newest K complete checkpoints remain afterwards.
 
-    A failure on every rank (DCP gathers a storage error to all of them) removes the staging
-    directory and re-raises; a failure on one rank only, outside DCP, leaves the others
-    waiting at a barrier, as any collective does.
+    A failure to write on any rank (DCP gathers its storage errors to all of them; a rank's
+    other files are all-reduced as a flag) raises on every rank, and the staging directory is
+    removed; no rank is left waiting for another.
 
     Raises:
-        CheckpointError: if ``root/step-<step>`` exists, ``keep_last`` is below 1, or DCP
-            failed to write (on any rank; the message holds each failing rank's traceback).
+        CheckpointError: if ``root/step-<step>`` exists, ``keep_last`` is below 1, or writing
+            failed on any rank (DCP's message holds each failing rank's traceback; otherwise
+            the failing rank names its error and the others name the rank).
     """
     if keep_last is not None and keep_last < 1:
         raise CheckpointError(f"keep_last must be at least 1, got {keep_last}")
@@ -140,12 +144,18 @@ def save_training_checkpoint(
         staging.mkdir(parents=True)
     _barrier()
     try:
-        _write_contents(staging, model, optimizer, groups, rank)
-        if rank == 0:
-            save(run, staging / CONFIG_FILE)
-            progress = {"step": step, "data_position": data_position}
-            (staging / STATE_FILE).write_text(json.dumps(progress) + "\n")
-        _barrier()  # every rank's files are in place before they are hashed
+        rng_bytes = torch.get_rng_state().numpy().tobytes()  # before anything could draw
+        # Collective: DCP gathers a failure on any rank to every rank, which all raise here.
+        optimizer_groups = _write_tensors(staging, model, optimizer, groups)
+        failure: Exception | None = None
+        try:
+            _write_rank_files(staging, rank, rng_bytes)
+            if rank == 0:
+                _write_run_files(staging, run, step, data_position, optimizer_groups)
+        except Exception as error:  # a rank's own files: the others must hear of it
+            failure = error
+        # Every rank's files are in place before they are hashed, or every rank raises.
+        _raise_if_any_rank_failed(failure, target)
         if rank == 0:
             write_manifest(staging, step=step, tensor_parallel_size=groups.tensor_size, world_size=world)
             staging.rename(target)
@@ -159,24 +169,64 @@ def save_training_checkpoint(
     return target
 
 
-def _write_contents(
+def _raise_if_any_rank_failed(failure: Exception | None, target: Path) -> None:
+    """A barrier that also tells every rank whether any rank failed to write its files.
+
+    A rank failing alone (its RNG file, rank 0's config) would otherwise leave the others
+    waiting at the next barrier until the process group's timeout.
+
+    Raises:
+        CheckpointError: on every rank: on a failing rank with its error, on the others
+            naming the lowest failing rank.
+    """
+    rank, world = _rank_and_world()
+    failed_rank = rank if failure is not None else world
+    if dist.is_initialized():
+        lowest = torch.tensor([failed_rank])
+        dist.all_reduce(lowest, op=dist.ReduceOp.MIN)
+        failed_rank = int(lowest)
+    if failure is not None:
+        raise CheckpointError(f"{target}: saving failed on rank {rank}: {failure}") from failure
+    if failed_rank < world:
+        raise CheckpointError(f"{target}: saving failed on rank {failed_rank} (see its error)")
+
+
+def _write_tensors(
     staging: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-    groups: ParallelGroups, rank: int,
-) -> None:
-    """Model and optimizer through DCP, then this rank's RNG state."""
-    rng_bytes = torch.get_rng_state().numpy().tobytes()  # before anything could draw
+    groups: ParallelGroups,
+) -> list[dict[str, Any]] | None:
+    """Model and optimizer tensors through DCP; returns the optimizer's param_groups.
+
+    Raises:
+        CheckpointError: on every rank, if DCP failed on any.
+    """
     state, optimizer_groups = _state_dict(model, optimizer)
     tree = for_saving(state, sharded_keys(model, _MODEL, _OPTIMIZER), tensor_mesh(groups))
-    if optimizer_groups is not None and rank == 0:
-        write_optimizer_groups(staging, optimizer_groups)
     try:
         with _quiet_single_process():
             dcp_save(tree, storage_writer=FileSystemWriter(staging), no_dist=not dist.is_initialized())
     except CheckpointException as error:  # a BaseException: `except Exception` would miss it
         raise CheckpointError(f"{staging}: saving failed: {error}") from error
+    return optimizer_groups
+
+
+def _write_rank_files(staging: Path, rank: int, rng_bytes: bytes) -> None:
+    """This rank's RNG state."""
     rng_file = staging / RNG_DIRECTORY / f"rank-{rank:05d}.bin"
     rng_file.parent.mkdir(exist_ok=True)
     rng_file.write_bytes(rng_bytes)
+
+
+def _write_run_files(
+    staging: Path, run: RunConfig, step: int, data_position: int,
+    optimizer_groups: list[dict[str, Any]] | None,
+) -> None:
+    """Rank 0's files: the config, the step and data position, the optimizer's groups."""
+    save(run, staging / CONFIG_FILE)
+    progress = {"step": step, "data_position": data_position}
+    (staging / STATE_FILE).write_text(json.dumps(progress) + "\n")
+    if optimizer_groups is not None:
+        write_optimizer_groups(staging, optimizer_groups)
 
 
 def _state_dict(
@@ -188,9 +238,10 @@ def _state_dict(
     Raises:
         CheckpointError: for an optimizer state that is not a tensor.
     """
+    options = _state_dict_options(model)
     if optimizer is None:
-        return {_MODEL: get_model_state_dict(model)}, None
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+        return {_MODEL: get_model_state_dict(model, options=options)}, None
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     # get_state_dict's layout: {"state": {fqn: {name: value}}, "param_groups": [{...}]}
     # (typed by torch as a loose union of values, hence the ignores)
     states: dict[str, dict[str, Any]] = optimizer_state["state"]  # type: ignore[assignment]  # see above
@@ -200,6 +251,20 @@ def _state_dict(
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"optimizer state {name}.{key}: {value!r} is not a tensor")
     return {_MODEL: model_state, _OPTIMIZER: {"state": states}}, named_groups
+
+
+def _state_dict_options(model: torch.nn.Module, *, strict: bool = False) -> StateDictOptions:
+    """How torch's state-dict API presents ``model``: an FSDP2 model's DTensors gathered over
+    ``dp`` (``full_state_dict``) into this rank's tensor-parallel shards, which
+    :mod:`megaspec.checkpoint.resharding` turns into logical tensors like any other; loading
+    such a dict scatters each shard back over ``dp``. Costs one tensor-parallel shard of the
+    model and optimizer in memory on every rank while saving or loading.
+
+    The FSDP modules are resharded first: after a forward without backward (a validation
+    loss) the root's parameters are plain, untagged tensors.
+    """
+    reshard_data_parallel(model)
+    return StateDictOptions(full_state_dict=is_fully_sharded(model), strict=strict)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -299,7 +364,7 @@ def load_weights(
     with _quiet_single_process():
         dcp_load(view.tree, storage_reader=reader, no_dist=not distributed)
     copy_padded(view.padded)  # the tensors of `state` now hold the checkpoint's values
-    options = StateDictOptions(strict=True)
+    options = _state_dict_options(model, strict=True)
     if optimizer is None:
         set_model_state_dict(model, state[_MODEL], options=options)
     else:

@@ -180,9 +180,8 @@ def _train_and_report(
             result = train(run, device=device, output_dir=output_dir, progress=progress,
                            resume_from=resume_from, groups=groups)  # fmt: skip
         else:
-            result = finetune(
-                run, base=arguments.base, device=device, output_dir=output_dir, progress=progress
-            )
+            result = finetune(run, base=arguments.base, device=device, output_dir=output_dir,
+                              progress=progress, groups=groups)  # fmt: skip
     except KeyboardInterrupt:  # before stepping began, or a second Ctrl-C: no traceback
         print(f"megaspec train: interrupted before the model was saved to {output_dir}",
               file=sys.stderr)  # fmt: skip

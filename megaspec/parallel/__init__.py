@@ -21,7 +21,13 @@ from megaspec.parallel.collectives import (
     scatter_to_tensor_parallel_region,
 )
 from megaspec.parallel.cross_entropy import vocab_parallel_cross_entropy
-from megaspec.parallel.data_parallel import Engine, data_parallel, local_batch
+from megaspec.parallel.data_parallel import (
+    Engine,
+    data_parallel,
+    is_fully_sharded,
+    local_batch,
+    reshard_data_parallel,
+)
 from megaspec.parallel.draws import UniformDraws
 from megaspec.parallel.embedding import (
     VocabParallelEmbedding,
@@ -112,8 +118,10 @@ __all__ = [
     "global_mean_loss",
     "init_parallel",
     "init_tensor_",
+    "is_fully_sharded",
     "linear_cross_entropy",
     "local_batch",
+    "reshard_data_parallel",
     "mark_sharded",
     "materialize",
     "new_sharded_parameter",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal, TypeVar, overload
 
 from torch import Tensor, nn
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from megaspec.parallel.groups import ParallelGroups
@@ -114,6 +114,23 @@ def local_batch(batch: Tensor, groups: ParallelGroups) -> Tensor:
         )
     rows = batch.shape[0] // size
     return batch[rank * rows : (rank + 1) * rows]
+
+
+def is_fully_sharded(model: nn.Module) -> bool:
+    """Whether :func:`data_parallel` made ``model`` (or a part of it) FSDP2 modules."""
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def reshard_data_parallel(model: nn.Module) -> None:
+    """Bring every FSDP2 module of ``model`` back to its sharded state (no-op without FSDP).
+
+    FSDP2 leaves the root's parameters unsharded after a forward without backward (a
+    validation loss): plain tensors without megaspec's tags, which gathering or checkpoint
+    code would take for another layout. Call it before reading parameters or a state dict.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def _parameter_tags(model: nn.Module) -> dict[str, dict[str, object]]:

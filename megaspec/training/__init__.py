@@ -1,4 +1,4 @@
-"""The main job: train a small Llama-style byte-level model on the bundled text, on one process.
+"""The main job: train a small Llama-style byte-level model on the bundled text, on one process or under torchrun.
 
 A run is one :class:`~megaspec.config.RunConfig`: a packaged preset (``megaspec/data/
 preset_<name>.yaml``: the model) under the user's YAML files and ``dotted.path=value``
@@ -11,7 +11,9 @@ run's explicitly set fields) and ``progress.json``; :func:`load_trained_model` r
 model from them. It stops at a non-finite loss without saving, and after the current step on
 SIGINT or SIGTERM, saving what it has. With ``training.checkpoint_interval`` it saves training
 checkpoints, and ``train(resume_from=...)`` continues from one exactly. No
-``torch.distributed`` setup is needed.
+``torch.distributed`` setup is needed; under torchrun (``train(groups=...)``, see
+:mod:`.distributed`) every rank runs the same loop, data and tensor parallel, with the same
+checkpoints.
 
 Reading order: :mod:`.setup` (presets, model, optimizer, schedule, loading), :mod:`.batches`
 (the training and validation batches), :mod:`.loop` (the steps), :mod:`.checkpoints` (saving

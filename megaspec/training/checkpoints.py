@@ -14,7 +14,7 @@ finite weights.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -83,6 +83,7 @@ class Checkpointer:
     optimizer: torch.optim.Optimizer
     batches: TrainingBatches
     output_dir: Path
+    groups: ParallelGroups = field(default_factory=ParallelGroups.single)
 
     def after_step(self, steps_done: int) -> None:
         """Save when ``steps_done`` is a multiple of ``training.checkpoint_interval``."""
@@ -91,11 +92,15 @@ class Checkpointer:
             self.save(steps_done)
 
     def save(self, steps_done: int) -> Path:
-        """Save the state after ``steps_done`` steps; keep the newest ``keep_checkpoints``."""
+        """Save the state after ``steps_done`` steps; keep the newest ``keep_checkpoints``.
+
+        Under torchrun every rank calls it (a collective): each writes its shards and RNG
+        state, rank 0 the rest, and the newest ``keep_checkpoints`` are kept by rank 0 alone.
+        """
         return save_training_checkpoint(
             checkpoints_root(self.output_dir), step=steps_done, model=self.model,
             optimizer=self.optimizer, run=self.run, data_position=self.batches.position,
-            groups=ParallelGroups.single(), keep_last=self.run.training.keep_checkpoints,
+            groups=self.groups, keep_last=self.run.training.keep_checkpoints,
         )  # fmt: skip
 
 
@@ -106,9 +111,15 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: TrainingBatches,
+    groups: ParallelGroups | None = None,
 ) -> int:
     """Load the checkpoint at ``path`` into ``model``, ``optimizer``, torch's RNG and
     ``batches``; returns the steps it had done.
+
+    Under torchrun (``groups`` spanning several processes) every rank calls it; the
+    checkpoint may have been saved at another layout (see
+    :func:`megaspec.checkpoint.load_training_checkpoint`). Every rank draws the same batches,
+    so one data position serves them all.
 
     Raises:
         CheckpointError: as :func:`megaspec.checkpoint.load_training_checkpoint` (a foreign
@@ -117,8 +128,9 @@ def restore(
             ``training.steps``, or for a data position that is not one of these batches'.
     """
     state = load_training_checkpoint(
-        path, model=model, optimizer=optimizer, run=run, groups=ParallelGroups.single()
-    )
+        path, model=model, optimizer=optimizer, run=run,
+        groups=ParallelGroups.single() if groups is None else groups,
+    )  # fmt: skip
     _check_same_data(state.run, run, path)
     if state.step >= run.training.steps:
         raise CheckpointError(

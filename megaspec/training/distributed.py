@@ -12,11 +12,16 @@ import os
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from megaspec.config import ConfigError, PathLike, RunConfig, resolve
-from megaspec.parallel import ParallelGroups, gather_full, init_parallel, seeded_initialization
+from megaspec.parallel import (
+    ParallelGroups,
+    gather_full,
+    init_parallel,
+    reshard_data_parallel,
+    seeded_initialization,
+)
 from megaspec.parallel.sharding import sharding_of
 from megaspec.training.files import save_trained_model
 
@@ -68,17 +73,19 @@ def is_main_rank() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def any_rank(flag: bool, groups: ParallelGroups) -> bool:
-    """Whether ``flag`` is set on any rank; every rank gets the same answer.
+def agreed_signal(signal_number: int | None, groups: ParallelGroups) -> int | None:
+    """The stop signal received on any rank (the highest number if they differ), or ``None``;
+    every rank gets the same answer (a collective over ``groups``' processes).
 
-    A decision that ends the loop (a stop signal, which reaches ranks at different times)
-    must be taken by every rank alike, or the others wait forever in the next collective.
+    A signal reaches ranks at different times, or one rank only (``kill`` of one worker):
+    whether to stop, and whether to save a checkpoint then, must be decided by every rank
+    alike, or the others wait forever in the next collective.
     """
     if not is_distributed(groups):
-        return flag
-    value = torch.tensor(1 if flag else 0, dtype=torch.int32)
+        return signal_number
+    value = torch.tensor(signal_number or 0, dtype=torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value)
+    return int(value) or None
 
 
 def full_parameters(model: nn.Module, groups: ParallelGroups) -> dict[str, Tensor]:
@@ -86,12 +93,7 @@ def full_parameters(model: nn.Module, groups: ParallelGroups) -> dict[str, Tenso
 
     FSDP's DTensors are gathered over ``dp``, then tensor-parallel shards over ``tp``.
     """
-    # FSDP2 leaves the root's parameters unsharded after a forward without backward (the
-    # validation loss): plain tensors without megaspec's tags. Resharding brings back the
-    # tagged DTensors everywhere.
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
+    reshard_data_parallel(model)  # the root may be unsharded after a validation forward
     full = {}
     for name, parameter in model.named_parameters():
         local = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter

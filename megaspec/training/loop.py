@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from megaspec.training.checkpoints import (
     remove_previous_checkpoints,
     restore,
 )
-from megaspec.training.distributed import any_rank, is_distributed, is_main_rank, save_gathered_model
+from megaspec.training.distributed import agreed_signal, is_distributed, is_main_rank, save_gathered_model
 from megaspec.training.files import MetricsLog, check_output_dir, save_trained_model
 from megaspec.training.setup import (
     build_model,
@@ -107,8 +108,11 @@ def train(
     builds its tensor-parallel shards, the replicas are made data parallel
     (``parallel.data_parallel_engine``) and take their rows of the global batch every rank
     draws alike, so the losses are one process's on the same batches. Rank 0 alone writes
-    files and shows progress; the model is gathered and saved as one process's. Such a run
-    is neither checkpointed nor resumed yet, and trains a fresh model only.
+    files and shows progress; the model is gathered and saved as one process's. Checkpoints
+    are saved by every rank together, and ``resume_from`` may be one saved at another
+    layout (data- and tensor-parallel sizes, engine). A given ``model`` must have been built
+    over ``groups`` (e.g. ``megaspec.from_pretrained(..., groups=groups)``); adapters
+    (``peft``) are refused.
 
     Raises:
         ConfigError: before the first step, for a run the main job cannot train (see
@@ -127,7 +131,7 @@ def train(
     check_checkpointing(run)
     groups = ParallelGroups.single() if groups is None else groups
     if is_distributed(groups):
-        _check_distributed(run, groups, given_model=model is not None, resuming=resume_from is not None)
+        _check_distributed(run, groups)
     batches = run_batches(run)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite=True)  # a file or read-only place fails now
@@ -136,26 +140,30 @@ def train(
     stepped = _data_parallel(model, run, groups)  # before the optimizer: FSDP replaces parameters
     state = _TrainingState(stepped, make_optimizer(model, run.training), batches, groups=groups)
     if resume_from is not None:
-        state.first_step = restore(resume_from, run=run, model=model,
-                                   optimizer=state.optimizer, batches=batches.train)  # fmt: skip
+        state.first_step = restore(resume_from, run=run, model=model, optimizer=state.optimizer,
+                                   batches=batches.train, groups=groups)  # fmt: skip
     elif output_dir is not None and is_main_rank():
         remove_previous_checkpoints(output_dir)
-    if output_dir is not None and run.peft is None and not is_distributed(groups):
-        state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train, Path(output_dir))
+    if output_dir is not None and run.peft is None:
+        state.checkpointer = Checkpointer(run, model, state.optimizer, batches.train,
+                                          Path(output_dir), groups)  # fmt: skip
     metrics = MetricsLog(output_dir if is_main_rank() else None,
                          resumed_at=state.first_step if resume_from else None)  # fmt: skip
     try:
         with stop_on_signals() as stop:
             log = _run_steps(run, state, metrics, stop, progress=progress and is_main_rank())
             steps_done = state.first_step + len(log.losses)
-            if stop.requested and state.checkpointer is not None:
+            # Decided by all ranks alike: one rank alone saving would wait for the others.
+            stop_signal = agreed_signal(stop.signal_number, groups)
+            stopped_by = None if stop_signal is None else signal.Signals(stop_signal).name
+            if stop_signal is not None and state.checkpointer is not None:
                 state.checkpointer.save(steps_done)
             if output_dir is not None and save_model and is_distributed(groups):
                 save_gathered_model(model, run, output_dir, groups, steps_done=steps_done,
-                                    stopped_by=stop.signal_name)  # fmt: skip
+                                    stopped_by=stopped_by)  # fmt: skip
             elif output_dir is not None and save_model:
                 save_trained_model(
-                    model, run, output_dir, steps_done=steps_done, stopped_by=stop.signal_name
+                    model, run, output_dir, steps_done=steps_done, stopped_by=stopped_by
                 )
     finally:
         metrics.close()
@@ -166,31 +174,32 @@ def train(
         validation_losses=tuple(log.validation),
         tokens_per_second=_tokens_per_step(run.training) * len(log.losses) / log.step_seconds,
         seconds=perf_counter() - started,
-        stop_signal=stop.signal_number,
+        stop_signal=stop_signal,
         first_step=state.first_step,
     )
 
 
-def _check_distributed(run: RunConfig, groups: ParallelGroups, *, given_model: bool, resuming: bool) -> None:
-    """Refuse, before the first step, what a multi-process run cannot do yet.
+MULTI_PROCESS_PEFT = (
+    "multi-process (torchrun) runs do not train adapters (peft:) yet; train the adapter in one "
+    "process (megaspec train --from DIR without torchrun), or drop peft: to train every weight"
+)
+
+
+def _check_distributed(run: RunConfig, groups: ParallelGroups) -> None:
+    """Refuse, before the first step, what a multi-process run cannot do.
 
     Raises:
-        ConfigError: for checkpoints, a batch the replicas cannot share, or a peft run.
-        ValueError: for a given model or a resumed run.
+        ConfigError: for a batch the replicas cannot share.
+        ValueError: for a peft run (:data:`MULTI_PROCESS_PEFT`).
     """
-    if run.training.checkpoint_interval is not None:
-        raise ConfigError("training.checkpoint_interval",
-                          "multi-process (torchrun) runs are not checkpointed yet; leave it unset")  # fmt: skip
     if run.training.batch_size % groups.data_size != 0:
         raise ConfigError(
             "training.batch_size",
             f"{run.training.batch_size} sequences do not split over {groups.data_size} "
             f"data-parallel replicas",
         )
-    if given_model or run.peft is not None:
-        raise ValueError("multi-process (torchrun) runs train a fresh model only: no --from or peft")
-    if resuming:
-        raise ValueError("multi-process (torchrun) runs cannot --resume yet")
+    if run.peft is not None:
+        raise ValueError(MULTI_PROCESS_PEFT)
 
 
 def _data_parallel(model: GPTModel, run: RunConfig, groups: ParallelGroups) -> nn.Module:
@@ -240,7 +249,7 @@ def _run_steps(
             metrics.write(step=step + 1, loss=loss, learning_rate=learning_rate,
                           tokens_per_second=_tokens_per_step(training) / seconds,
                           grad_norm=grad_norm)  # fmt: skip
-            if any_rank(stop.requested, state.groups):
+            if agreed_signal(stop.signal_number, state.groups) is not None:
                 break  # train() saves the final checkpoint
             if (step + 1) % training.eval_interval == 0 or step + 1 == training.steps:
                 value = validation_loss(model, batches.validation, training)

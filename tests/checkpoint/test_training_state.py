@@ -155,6 +155,39 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path, m
     assert load_training_checkpoint(previous, model=model, groups=ParallelGroups.single()).step == 1
 
 
+def save_with_rank_1_failing(root: str) -> str:
+    """Save on 2 tensor-parallel ranks whose rank 1 cannot write its RNG file; the message
+    each rank raised."""
+    groups = ParallelGroups.tensor_parallel_over_world()
+    model, optimizer = trained(groups)
+    write_bytes = Path.write_bytes
+
+    def failing(path: Path, data: Any) -> int:
+        if path.name == "rank-00001.bin":
+            raise OSError(28, "No space left on device")
+        return write_bytes(path, data)
+
+    Path.write_bytes = failing  # type: ignore[method-assign]  # a full disk on rank 1 only
+    try:
+        save_training_checkpoint(root, step=5, model=model, optimizer=optimizer, run=RUN,
+                                 data_position=10, groups=groups)  # fmt: skip
+    except CheckpointError as error:
+        return str(error)
+    finally:
+        Path.write_bytes = write_bytes  # type: ignore[method-assign]  # restored
+    return "saved"
+
+
+def test_a_save_failing_on_one_rank_raises_on_every_rank(tmp_path: Path) -> None:
+    messages = run_on_ranks(2, save_with_rank_1_failing, str(tmp_path))  # returns: no rank waits
+    target = tmp_path / "step-00000005"
+    assert messages == [
+        f"{target}: saving failed on rank 1 (see its error)",
+        f"{target}: saving failed on rank 1: [Errno 28] No space left on device",
+    ]
+    assert os.listdir(tmp_path) == []  # no step directory, no staging directory
+
+
 def test_keeps_the_last_k_checkpoints(tmp_path: Path) -> None:
     for step in (1, 2, 3, 4):
         save(tmp_path, step=step, keep_last=2)

@@ -21,9 +21,11 @@ TINY_RUN = ["train", "--preset", "tiny", "--threads", "1", "--steps", "4", "--sa
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 
 
-def _train(output_dir: Path, *, launcher: list[str], extra: list[str]) -> list[float]:
-    """Run ``megaspec train`` tiny into ``output_dir``; its training losses by step."""
-    command = [*launcher, "-m", "megaspec", *TINY_RUN, "--output-dir", str(output_dir), *extra]
+def _train(output_dir: Path, *, launcher: list[str], extra: list[str], base: Path | None = None) -> list[float]:
+    """Run ``megaspec train`` tiny (or ``--from base``) into ``output_dir``; its training
+    losses by step."""
+    start = TINY_RUN if base is None else ["train", "--from", str(base), *TINY_RUN[3:]]
+    command = [*launcher, "-m", "megaspec", *start, "--output-dir", str(output_dir), *extra]
     # torchrun's WORLD_SIZE must not leak into the one-process run, nor ours into torchrun's.
     environment = {key: value for key, value in os.environ.items() if key != "WORLD_SIZE"}
     environment |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
@@ -77,3 +79,28 @@ def test_tensor_parallel_without_torchrun_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "torchrun" in result.stderr
+
+
+def test_torchrun_train_from_a_trained_model_matches_one_process(
+    one_process: tuple[Path, list[float]], tmp_path: Path
+) -> None:
+    base, _ = one_process
+    single = _train(tmp_path / "single", launcher=[sys.executable], extra=[], base=base)
+    parallel = _train(tmp_path / "parallel", launcher=[*TORCHRUN, "4"], extra=["--tensor-parallel-size", "2"], base=base)
+    torch.testing.assert_close(torch.tensor(parallel), torch.tensor(single), rtol=1e-5, atol=0)
+
+
+def test_torchrun_refuses_adapter_training(one_process: tuple[Path, list[float]], tmp_path: Path) -> None:
+    base, _ = one_process
+    command = [*TORCHRUN, "2", "-m", "megaspec", "train", "--from", str(base), *TINY_RUN[3:],
+               "--output-dir", str(tmp_path), "peft={type: lora, rank: 4}"]  # fmt: skip
+    environment = {key: value for key, value in os.environ.items() if key != "WORLD_SIZE"}
+    environment |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert (
+        "megaspec train: multi-process (torchrun) runs do not train adapters (peft:) yet; train "
+        "the adapter in one process (megaspec train --from DIR without torchrun), or drop peft: "
+        "to train every weight"
+    ) in result.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
