@@ -94,6 +94,11 @@ class ModelWideSettings(Config):
             activations are not kept for the backward pass but recomputed from the slot's
             input (``torch.utils.checkpoint``, non-reentrant, dropout RNG replayed): any of
             ``input_norm``, ``mixer``, ``pre_mlp_norm``, ``mlp``. Trades compute for memory.
+        fused_cross_entropy: compute a language model's training loss chunk by chunk
+            together with its gradients (``megaspec.parallel.linear_cross_entropy``), never
+            holding the full ``[tokens, vocab]`` logits; ``False``: logits, then the loss.
+        cross_entropy_chunk_tokens: tokens per chunk of the fused loss; ``None``: as many
+            as keep a chunk's float32 logits under 256 MiB per rank.
     """
 
     hidden_size: int = field(default=256, metadata=checks(positive))
@@ -101,6 +106,8 @@ class ModelWideSettings(Config):
     norm_epsilon: float = field(default=1e-5, metadata=checks(positive))
     fuse_elementwise: bool = False
     recompute: tuple[RecomputedSlot, ...] = field(default=(), metadata=checks(_known_slots))
+    fused_cross_entropy: bool = True
+    cross_entropy_chunk_tokens: int | None = field(default=None, metadata=checks(optional(positive)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,18 +119,11 @@ class TransformerConfig(ModelWideSettings):
         sequence_parallel: split activations outside tensor-parallel regions along the
             sequence (needs tensor-parallel size > 1 to have an effect).
         params_dtype: dtype parameters are created in.
-        fused_cross_entropy: compute a language model's training loss chunk by chunk
-            together with its gradients (``megaspec.parallel.linear_cross_entropy``), never
-            holding the full ``[tokens, vocab]`` logits; ``False``: logits, then the loss.
-        cross_entropy_chunk_tokens: tokens per chunk of the fused loss; ``None``: as many
-            as keep a chunk's float32 logits under 256 MiB per rank.
     """
 
     num_layers: int = field(metadata=checks(positive))
     sequence_parallel: bool = False
     params_dtype: torch.dtype = torch.float32
-    fused_cross_entropy: bool = True
-    cross_entropy_chunk_tokens: int | None = field(default=None, metadata=checks(optional(positive)))
 
 
 @dataclass(frozen=True, kw_only=True)

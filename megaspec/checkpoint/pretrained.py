@@ -56,6 +56,8 @@ TRAINING_SETTINGS: Final = frozenset(
         "fuse_elementwise",
         "recompute",
         "recompute_core_attention",
+        "fused_cross_entropy",
+        "cross_entropy_chunk_tokens",
         "sdpa_backend",
     }
 )

@@ -64,6 +64,8 @@ class ModelConfig(ModelWideSettings):
             init_std=self.init_std,
             fuse_elementwise=self.fuse_elementwise,
             recompute=self.recompute,
+            fused_cross_entropy=self.fused_cross_entropy,
+            cross_entropy_chunk_tokens=self.cross_entropy_chunk_tokens,
             sequence_parallel=sequence_parallel,
             params_dtype=params_dtype,
         )

@@ -223,6 +223,6 @@ def test_override_changing_the_architecture_is_refused() -> None:
     assert str(error.value) == (
         "decoder.block.mixer.num_query_groups: changes the architecture of the pretrained model "
         "(2 -> 4); growing or reshaping a pretrained model is not available yet (overrides may "
-        "change apply_peft, fuse_elementwise, init, init_std, lr_scale, recompute, "
-        "recompute_core_attention, sdpa_backend, weight_decay)"
+        "change apply_peft, cross_entropy_chunk_tokens, fuse_elementwise, fused_cross_entropy, "
+        "init, init_std, lr_scale, recompute, recompute_core_attention, sdpa_backend, weight_decay)"
     )

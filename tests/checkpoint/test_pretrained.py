@@ -18,8 +18,8 @@ from tests.helpers.hf_models import tiny_model, tokens
 
 REFUSAL_TAIL = (
     "growing or reshaping a pretrained model is not available yet (overrides may change "
-    "apply_peft, fuse_elementwise, init, init_std, lr_scale, recompute, recompute_core_attention, "
-    "sdpa_backend, weight_decay)"
+    "apply_peft, cross_entropy_chunk_tokens, fuse_elementwise, fused_cross_entropy, init, "
+    "init_std, lr_scale, recompute, recompute_core_attention, sdpa_backend, weight_decay)"
 )
 
 

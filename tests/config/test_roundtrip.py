@@ -167,6 +167,8 @@ GLOBAL_OVERRIDES: list[st.SearchStrategy[Override]] = [
     at(("model", "tie_embeddings"), st.booleans()),
     at(("model", "fuse_elementwise"), st.booleans()),
     at(("model", "recompute"), st.lists(st.sampled_from(RECOMPUTED_SLOTS), unique=True)),
+    at(("model", "fused_cross_entropy"), st.booleans()),
+    at(("model", "cross_entropy_chunk_tokens"), st.none() | st.integers(1, 2**16)),
     at(("model", "final_norm", "type"), NORM_TYPES),
     at(("model", "final_norm"), NORMS),
     at(("model", "final_norm"), st.builds(LayerNormConfig, weight=WEIGHT_OBJECTS)),

@@ -157,3 +157,14 @@ def test_fused_loss_saves_no_logits(kind: str) -> None:
     assert plain_largest == logits
     assert fused_largest < logits // 2
     assert plain - fused >= logits * 4 - (256 + 384) * 32 * 4
+
+
+def test_yaml_loss_settings_reach_the_model() -> None:
+    from megaspec.training import build_model, resolve_run
+
+    run = resolve_run(
+        preset="tiny",
+        overrides=[{"model": {"fused_cross_entropy": False, "cross_entropy_chunk_tokens": 64}}],
+    )
+    model = build_model(run)
+    assert (model.config.fused_cross_entropy, model.config.cross_entropy_chunk_tokens) == (False, 64)
