@@ -48,6 +48,10 @@ def main() -> None:
             single = losses(ParallelGroups.single(), parallel=False)
             print(f"data-parallel size {groups.data_size}: losses {parallel}")
             print(f"one process: losses {single}")
+        # Rank 1 waits for rank 0's single-process run: destroying a gloo group while a peer
+        # still holds it open aborted rank 1 now and then ("terminate called without an
+        # active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
