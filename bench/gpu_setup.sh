@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device-machine helper for bench/train_step.py, bench/peft.py and bench/megatron_parity.py: brings Transformer Engine,
+# Device-machine helper for bench/train_step.py, bench/lora_overhead.py and bench/megatron_parity.py: brings Transformer Engine,
 # Megatron-core and Liger onto a GPU machine without internet, from what ../shared/gpu/prepare-te.sh put
 # under .te/ and .whl/ (and the liger-kernel wheel, also in .whl/: see bench/README.md).
 #
@@ -18,8 +18,8 @@
 #   bash bench/gpu_setup.sh parity [ARGS...] # PYTHONPATH=/tmp/site python3 bench/megatron_parity.py ARGS,
 #                                            # JSON record to $OUT/megatron-parity.json
 #   bash bench/gpu_setup.sh wheels           # carry [".whl"]: only .whl/* into /tmp/site (no TE; enough
-#                                            # for bench/peft.py: peft and accelerate wheels)
-#   bash bench/gpu_setup.sh peft [ARGS...]   # PYTHONPATH=/tmp/site python3 bench/peft.py ARGS,
+#                                            # for bench/lora_overhead.py: peft and accelerate wheels)
+#   bash bench/gpu_setup.sh peft [ARGS...]   # PYTHONPATH=/tmp/site python3 bench/lora_overhead.py ARGS,
 #                                            # JSON record to $OUT/<date>-peft-<gpu>.json
 #   bash bench/gpu_setup.sh te-parity        # bench/te_parity.py: te vs torch backend logits and loss curves
 #   bash bench/gpu_setup.sh gpu-tests        # pytest tests/backends and the NCCL tensor-parallel test
@@ -102,7 +102,7 @@ install_wheels() {
   ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/ (was it carried?)"; return 1; }
   ls .whl/liger_kernel-*.whl >/dev/null 2>&1 || echo "no liger-kernel wheel in .whl/: the HF + Liger peer will not run"
   ls .whl/peft-*.whl .whl/accelerate-*.whl >/dev/null 2>&1 \
-    || echo "no peft or accelerate wheel in .whl/: bench/peft.py's HF + PEFT will not run"
+    || echo "no peft or accelerate wheel in .whl/: bench/lora_overhead.py's HF + PEFT will not run"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || echo "installing .whl/* FAILED"
   echo "import check: $(liger_importable | tail -n 3)"
@@ -134,7 +134,7 @@ case "${1:-}" in
   peft)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-    python3 bench/peft.py --json "$OUT" "$@" 2>&1 | tee "$OUT/peft.log" ;;
+    python3 bench/lora_overhead.py --json "$OUT" "$@" 2>&1 | tee "$OUT/peft.log" ;;
   parity)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -142,7 +142,7 @@ case "${1:-}" in
   te-parity)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-    python3 bench/te_parity.py --json "$OUT/te-parity.json" "$@" 2>&1 | tee "$OUT/te-parity.log" ;;
+    python3 -m bench.te_parity --json "$OUT/te-parity.json" "$@" 2>&1 | tee "$OUT/te-parity.log" ;;
   gpu-tests)
     # The tests that skip on a CPU: the te backend, and NCCL tensor parallelism (two GPUs).
     shift

@@ -71,6 +71,14 @@ class ParallelGroups:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"ParallelGroups is immutable; cannot set {name!r}")
 
+    # A copied model (copy.deepcopy(model), e.g. a float32 reference or an EMA copy) talks to
+    # the same processes: process groups cannot be copied, and this value is immutable.
+    def __copy__(self) -> ParallelGroups:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ParallelGroups:
+        return self
+
     @staticmethod
     def single() -> ParallelGroups:
         """Groups for one process: tensor-parallel size 1, no data parallelism."""

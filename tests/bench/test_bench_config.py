@@ -3,6 +3,8 @@ peak's arithmetic, and train_step.py's command line (sizes, --all, unknown --onl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,3 +66,13 @@ def test_all_runs_the_opt_in_peers() -> None:
     assert skip_reason(compiled, parse_args(["--all"])) is None
     with pytest.raises(SystemExit):
         parse_args(["--all", "--only", "hf"])
+
+
+def test_no_script_under_bench_shadows_a_package_the_peers_import() -> None:
+    # `python bench/X.py` puts bench/ first on sys.path: a bench/peft.py once made HF + Liger's
+    # `import peft` load it ("'peft' is not a package") and the peer did not run.
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    names = {path.stem for path in bench.glob("*.py")} | {path.name for path in bench.iterdir() if path.is_dir()}
+    imported = {"peft", "transformers", "liger_kernel", "megatron", "transformer_engine", "torch",
+                "accelerate", "triton", "megaspec", "safetensors", "yaml", "numpy", "tqdm"}  # fmt: skip
+    assert names & imported == set()

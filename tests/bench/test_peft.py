@@ -1,4 +1,4 @@
-"""``python bench/peft.py --small`` runs on a CPU: megaspec + LoRA and HF + PEFT start from their
+"""``python bench/lora_overhead.py --small`` runs on a CPU: megaspec + LoRA and HF + PEFT start from their
 bases' loss (fresh adapters change nothing), hold the adapter weights each should, and the
 record and ratio lines are written. One subprocess run (two steps per model) is shared."""
 
@@ -36,7 +36,7 @@ RESULT_KEYS = {
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
     record = tmp_path_factory.mktemp("bench") / "peft.json"
-    return run_bench("peft.py", ["--small", "--steps", "1", "--warmup", "1"], record)
+    return run_bench("lora_overhead.py", ["--small", "--steps", "1", "--warmup", "1"], record)
 
 
 def test_exits_zero_with_the_ratio_lines(small_run: BenchRun) -> None:

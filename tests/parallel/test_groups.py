@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 
 import pytest
@@ -24,6 +25,20 @@ def test_single_needs_no_torch_distributed() -> None:
 def test_groups_are_immutable() -> None:
     with pytest.raises(AttributeError, match="ParallelGroups is immutable; cannot set 'tensor'"):
         ParallelGroups().tensor = None  # type: ignore[misc]  # what the test checks
+
+
+def test_a_deep_copied_model_shares_its_groups_and_computes_the_same() -> None:
+    # copy.deepcopy of a model (a float32 reference, an EMA copy) once failed with
+    # "ParallelGroups is immutable; cannot set '_tensor'".
+    model = GPTModel(
+        config=TransformerConfig(hidden_size=32, num_layers=1),
+        vocab_size=50,
+        submodules=torch_backend.llama_submodules(AttentionConfig(num_heads=2), MlpConfig(ffn_hidden_size=64), 1),
+    )
+    copied = copy.deepcopy(model)
+    assert copied.groups is model.groups and copy.copy(model.groups) is model.groups
+    tokens = torch.randint(0, 50, (2, 5))
+    assert torch.equal(copied(tokens), model(tokens))
 
 
 def test_tensor_parallel_over_world_needs_an_initialised_default_group() -> None:

@@ -21,8 +21,8 @@ unchanged, LoRA's overhead over its own base, and megaspec + LoRA against HF + P
 
 Usage::
 
-    python bench/peft.py --small        # tiny config on a CPU, about a minute
-    python bench/peft.py                # train_step.py's 1B config, needs a CUDA GPU
+    python bench/lora_overhead.py --small        # tiny config on a CPU, about a minute
+    python bench/lora_overhead.py                # train_step.py's 1B config, needs a CUDA GPU
 
 ``--json`` writes the record (on CUDA always; by default bench/results/<date>-peft-<gpu>.json).
 """
@@ -39,13 +39,13 @@ from pathlib import Path
 
 import torch
 
-# `python bench/peft.py` puts bench/ first on sys.path, where this file would shadow the `peft`
-# package of HF + PEFT: the repository root takes its place.
+# `python bench/lora_overhead.py` puts bench/ first on sys.path; the repository root must be
+# there too for `bench` and `megaspec`. (This file was bench/peft.py, whose name shadowed the
+# `peft` package for every script under bench/, HF + Liger's import of it included.)
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(BENCH)
-sys.path[:] = [
-    REPOSITORY, *(p for p in sys.path if os.path.abspath(p or os.curdir) not in (BENCH, REPOSITORY))
-]
+if REPOSITORY not in sys.path:
+    sys.path.insert(0, REPOSITORY)
 
 from bench import environment  # noqa: E402
 from bench.config import FULL, SMALL, BenchConfig  # noqa: E402
@@ -276,7 +276,7 @@ def record(rows: list[Row], run: Measurement) -> dict[str, object]:
         results[r.name] = {key: finite(values[key]) for key in RESULT_FIELDS}
     return {
         "format": FORMAT,
-        "source": "measured by bench/peft.py",
+        "source": "measured by bench/lora_overhead.py",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": environment.command_line(),
         "machine": environment.machine(run.device),
