@@ -75,7 +75,7 @@ class TrainingConfig(Config):
             products and attention in bfloat16, float32 master weights, gradients and
             optimizer states), the usual way to train on a GPU.
         fp8: run the forward of the model's Transformer Engine slots in FP8 with this recipe
-            (:class:`megaspec.backends.fp8.Fp8Config`, e.g. ``{recipe: current}``); ``null``
+            (:class:`megaspec.backends.fp8.Fp8Config`, such as ``{recipe: current}``); ``null``
             trains without FP8. The model needs ``te_*`` slot types (``te_attention``,
             ``te_mlp``, ...) and a GPU with FP8 (Hopper or newer).
     """
