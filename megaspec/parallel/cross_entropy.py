@@ -65,6 +65,20 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         return grad.to(ctx.input_dtype), None, None, None, None
 
 
+def check_targets(target: Tensor, vocab_size: int, ignore_index: int, caller: str) -> None:
+    """Assert that every target lies in ``[0, vocab_size)`` or equals ``ignore_index``.
+
+    Raises:
+        RuntimeError: naming ``caller`` (on a GPU, as a device-side assertion).
+    """
+    in_range = ((target >= 0) & (target < vocab_size)) | (target == ignore_index)
+    # An asynchronous assert: no host-device synchronisation on the GPU's hot path.
+    torch._assert_async(
+        in_range.all(),
+        f"{caller}: every target must lie in [0, {vocab_size}) or equal ignore_index={ignore_index}",
+    )
+
+
 def vocab_parallel_cross_entropy(
     logits: Tensor,
     target: Tensor,
@@ -94,13 +108,7 @@ def vocab_parallel_cross_entropy(
     vocab_start = groups.tensor_rank * local_vocab
     full_vocab = local_vocab * groups.tensor_size
     vocab_size = full_vocab if vocab_size is None else vocab_size
-    in_range = ((target >= 0) & (target < vocab_size)) | (target == ignore_index)
-    # An asynchronous assert: no host-device synchronisation on the GPU's hot path.
-    torch._assert_async(
-        in_range.all(),
-        f"vocab_parallel_cross_entropy: every target must lie in [0, {vocab_size}) or equal "
-        f"ignore_index={ignore_index}",
-    )
+    check_targets(target, vocab_size, ignore_index, "vocab_parallel_cross_entropy")
     if vocab_size < full_vocab:
         # Padded columns live at the end of the vocabulary; mask them out of the softmax.
         columns = torch.arange(vocab_start, vocab_start + local_vocab, device=logits.device)

@@ -38,6 +38,7 @@ from megaspec.parallel.collectives import (
     copy_to_tensor_parallel_region,
     gather_from_sequence_parallel_region,
 )
+from megaspec.parallel.cross_entropy import check_targets
 from megaspec.parallel.groups import ParallelGroups, strong_group, weak_group
 
 # A chunk's float32 logits take at most this much memory on each rank.
@@ -118,12 +119,7 @@ def linear_cross_entropy(
     vocab_start = groups.tensor_rank * local_vocab
     full_vocab = local_vocab * groups.tensor_size
     vocab_size = full_vocab if vocab_size is None else vocab_size
-    in_range = ((target >= 0) & (target < vocab_size)) | (target == ignore_index)
-    torch._assert_async(
-        in_range.all(),
-        f"linear_cross_entropy: every target must lie in [0, {vocab_size}) or equal "
-        f"ignore_index={ignore_index}",
-    )
+    check_targets(target, vocab_size, ignore_index, "linear_cross_entropy")
     # Padded columns live at the end of the vocabulary: -inf logits leave them out.
     columns = torch.arange(vocab_start, vocab_start + local_vocab, device=weight.device)
     padded = columns >= vocab_size if vocab_size < full_vocab else None

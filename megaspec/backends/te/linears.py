@@ -77,7 +77,26 @@ def _column_parameters(
         )
 
 
-class TEColumnParallelLinear(nn.Module):
+class _TEColumnOutput(nn.Module):
+    """What the two column adapters share: their output and ``gather_output``."""
+
+    te_module: nn.Module
+    groups: ParallelGroups
+    _gather_output: bool
+
+    @property
+    def gather_output(self) -> bool:
+        """Whether the output holds every rank's features (the builder's ``gather_output``)."""
+        return self._gather_output
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        output: Tensor = self.te_module(hidden)  # [s, b, output_size / tp]
+        if self._gather_output:
+            output = gather_from_tensor_parallel_region(output, self.groups.tensor)
+        return output
+
+
+class TEColumnParallelLinear(_TEColumnOutput):
     """``te.pytorch.Linear(parallel_mode="column")``: a :class:`~megaspec.builders.ColumnLinear`.
 
     Input ``[s, b, input_size]`` (``[s / tp, b, input_size]`` with ``sequence_parallel``);
@@ -126,17 +145,6 @@ class TEColumnParallelLinear(nn.Module):
             stacked_parts=stacked_parts,
             params_dtype=params_dtype,
         )
-
-    @property
-    def gather_output(self) -> bool:
-        """Whether the output holds every rank's features (the builder's ``gather_output``)."""
-        return self._gather_output
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        output: Tensor = self.te_module(hidden)  # [s, b, output_size / tp]
-        if self._gather_output:
-            output = gather_from_tensor_parallel_region(output, self.groups.tensor)
-        return output
 
 
 class TERowParallelLinear(nn.Module):
@@ -215,7 +223,7 @@ class TERowParallelLinear(nn.Module):
         return output
 
 
-class TENormColumnParallelLinear(nn.Module):
+class TENormColumnParallelLinear(_TEColumnOutput):
     """``te.pytorch.LayerNormLinear``: a norm fused into a column-parallel linear.
 
     Computes ``linear(norm(x))`` in one module; the layer's own norm slot then holds an
@@ -291,17 +299,6 @@ class TENormColumnParallelLinear(nn.Module):
             stacked_parts=stacked_parts,
             params_dtype=params_dtype,
         )
-
-    @property
-    def gather_output(self) -> bool:
-        """Whether the output holds every rank's features (the builder's ``gather_output``)."""
-        return self._gather_output
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        output: Tensor = self.te_module(hidden)  # [s, b, output_size / tp]
-        if self._gather_output:
-            output = gather_from_tensor_parallel_region(output, self.groups.tensor)
-        return output
 
 
 def norm_column_linear(*, normalization: Normalization, eps: float) -> ColumnLinearBuilder:

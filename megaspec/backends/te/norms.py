@@ -27,7 +27,17 @@ def _refuse_sharded_input(name: str, sharded_input: bool, groups: ParallelGroups
         )
 
 
-class TERMSNorm(nn.Module):
+class _TENorm(nn.Module):
+    """What the two norm adapters share: their forward through ``te_module``."""
+
+    te_module: nn.Module
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        output: Tensor = self.te_module(hidden)
+        return output
+
+
+class TERMSNorm(_TENorm):
     """``te.pytorch.RMSNorm``: ``[..., hidden_size] -> [..., hidden_size]``, a
     :class:`~megaspec.builders.Norm`. The scale is ``weight``, as in megaspec's ``RMSNorm``.
 
@@ -52,12 +62,8 @@ class TERMSNorm(nn.Module):
         weight = new_sharded_parameter((hidden_size,), None, init_method, groups, dtype=dtype)
         adopt_parameter(self.te_module, "weight", weight)
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        output: Tensor = self.te_module(hidden)
-        return output
 
-
-class TELayerNorm(nn.Module):
+class TELayerNorm(_TENorm):
     """``te.pytorch.LayerNorm`` with scale ``weight`` and ``bias``, a
     :class:`~megaspec.builders.Norm`: ``[..., hidden_size]`` in and out.
 
@@ -84,6 +90,3 @@ class TELayerNorm(nn.Module):
         bias = new_sharded_parameter((hidden_size,), None, zeros_init(), groups, dtype=dtype)
         adopt_parameter(self.te_module, "bias", bias)
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        output: Tensor = self.te_module(hidden)
-        return output
