@@ -87,9 +87,10 @@ class ModelWideSettings(Config):
         init_std: standard deviation of the normal initialisation; output projections use
             ``init_std / sqrt(2 * num_layers)``.
         norm_epsilon: epsilon of every norm.
-        fuse_elementwise: run RoPE, gated activations, and each layer's residual add with
-            the norm after it as single fused kernels through ``torch.compile``; about 1.2x
-            faster training steps on a GPU, compiled on the first call.
+        fuse_elementwise: run RoPE, gated activations, each layer's residual add with the
+            norm after it, and the fused loss's softmax passes as single fused kernels
+            through ``torch.compile``; about 1.2x faster training steps on a GPU, compiled
+            on the first call.
         recompute: slots of every :class:`~megaspec.layers.TransformerLayer` whose
             activations are not kept for the backward pass but recomputed from the slot's
             input (``torch.utils.checkpoint``, non-reentrant, dropout RNG replayed): any of
@@ -97,7 +98,8 @@ class ModelWideSettings(Config):
         fused_cross_entropy: compute a language model's training loss chunk by chunk
             together with its gradients (``megaspec.parallel.linear_cross_entropy``), never
             holding the full ``[tokens, vocab]`` logits; ``False``: logits, then the loss.
-        cross_entropy_chunk_tokens: tokens per chunk of the fused loss; ``None``: as many
+        cross_entropy_chunk_tokens: at most this many tokens per chunk of the fused loss
+            (split into equal chunks); ``None``: as many
             as keep a chunk's float32 logits under 256 MiB per rank.
     """
 

@@ -205,10 +205,15 @@ class GPTModel(nn.Module):
                 sequence_parallel=self.config.sequence_parallel,
                 vocab_size=self.vocab_size,
                 chunk_tokens=chunk_tokens,
+                compiled=self.config.fuse_elementwise,
             )
         if isinstance(self.output_layer, LinearCrossEntropyLayer):
             return self.output_layer.linear_cross_entropy(
-                hidden, target, vocab_size=self.vocab_size, chunk_tokens=chunk_tokens
+                hidden,
+                target,
+                vocab_size=self.vocab_size,
+                chunk_tokens=chunk_tokens,
+                compiled=self.config.fuse_elementwise,
             )
         return self._checkpointed_losses(hidden, target, chunk_tokens)
 

@@ -123,7 +123,13 @@ class ColumnParallelLinear(nn.Module):
         return output
 
     def linear_cross_entropy(
-        self, hidden: Tensor, target: Tensor, *, vocab_size: int, chunk_tokens: int | None
+        self,
+        hidden: Tensor,
+        target: Tensor,
+        *,
+        vocab_size: int,
+        chunk_tokens: int | None,
+        compiled: bool = False,
     ) -> Tensor:
         """``[s, b]`` float32 cross-entropy losses of this layer's output (a vocabulary)
         against ``target`` (``[s, b]`` ids, ``-100`` ignored), chunk by chunk without full
@@ -148,6 +154,7 @@ class ColumnParallelLinear(nn.Module):
             bias=self.bias,
             vocab_size=vocab_size,
             chunk_tokens=chunk_tokens,
+            compiled=compiled,
         )
 
     def extra_repr(self) -> str:

@@ -2,7 +2,8 @@
 plain path (logits, then vocab_parallel_cross_entropy): the same losses and gradients (hidden,
 weight, bias) in float32 within 1e-6, for chunk sizes that do and do not divide the tokens,
 padded vocabulary entries, ignored targets and loss gradients that are uniform or not; the
-compiled (recomputing) backward; tensor-parallel size 2 (gloo) against size 1."""
+compiled (recomputing) backward; the compiled softmax passes (fuse_elementwise); equal chunk
+bounds; tensor-parallel size 2 (gloo) against size 1."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from megaspec.parallel import (
     linear_cross_entropy,
     vocab_parallel_cross_entropy,
 )
+from megaspec.parallel.linear_cross_entropy import chunk_bounds
 from tests.helpers.distributed import run_on_ranks
 
 SEQUENCE, BATCH, HIDDEN, PADDED_VOCAB, VOCAB = 6, 3, 8, 32, 27
@@ -86,6 +88,31 @@ def test_fused_matches_plain(chunk_tokens: int | None, gradient: str) -> None:
     for got, want in zip(actual, expected, strict=True):
         torch.testing.assert_close(got, want, **TOLERANCE)
     assert torch.count_nonzero(actual[2][VOCAB:]) == 0  # padded rows get no gradient
+
+
+@pytest.mark.parametrize("gradient", ["mean", "weighted"])
+def test_compiled_softmax_passes_match_plain(gradient: str) -> None:
+    # compiled=True (fuse_elementwise) runs each chunk's two softmax passes as generated
+    # kernels: the same losses and gradients, padded columns and ignored tokens included.
+    inputs = problem()
+    expected = losses_and_grads(inputs, gradient, fused=False, with_bias=True)
+    actual = losses_and_grads(
+        inputs, gradient, fused=True, with_bias=True, chunk_tokens=4, compiled=True
+    )
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, **TOLERANCE)
+    assert torch.count_nonzero(actual[2][VOCAB:]) == 0
+
+
+@pytest.mark.parametrize(
+    ("tokens", "chunk_tokens", "sizes"),
+    [(8192, 2097, [2048] * 4), (18, 4, [4, 4, 4, 4, 2]), (18, 7, [6, 6, 6]), (5, 100, [5]), (3, 1, [1, 1, 1])],
+)
+def test_chunk_bounds_are_equal_but_the_last(tokens: int, chunk_tokens: int, sizes: list[int]) -> None:
+    bounds = chunk_bounds(tokens, chunk_tokens)
+    assert [end - start for start, end in bounds] == sizes
+    assert bounds[0][0] == 0 and bounds[-1][1] == tokens
+    assert all(previous[1] == following[0] for previous, following in zip(bounds, bounds[1:]))
 
 
 @pytest.mark.parametrize("gradient", ["mean", "weighted"])
