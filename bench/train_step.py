@@ -166,7 +166,7 @@ def measure(peer: Peer, started: Started, run: Measurement) -> Result:
     uniform = math.log(run.config.vocab_size)  # a fresh model's loss
     if not math.isfinite(started.first_loss) or abs(started.first_loss - uniform) > 1.0:
         print(f"WARNING: initial loss {started.first_loss} is far from ln(vocab) = {uniform:.3f}")
-    if run.args.profile:
+    if profiled(peer, run.args):
         folder = run.args.profile_dir
         detail = os.path.join(folder, f"profile_{peer.name}.txt") if folder else None
         result.profile = timing.profile_steps(
@@ -174,6 +174,11 @@ def measure(peer: Peer, started: Started, run: Measurement) -> Result:
         )
         print(result.profile, flush=True)
     return result
+
+
+def profiled(peer: Peer, args: argparse.Namespace) -> bool:
+    """Whether ``peer`` runs under the profiler: ``--profile``, and named by ``--profile-only``."""
+    return bool(args.profile) and (args.profile_only is None or peer.name in args.profile_only.split(","))
 
 
 def run_peer(peer: Peer, run: Measurement) -> Result:
@@ -220,6 +225,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--profile-steps", type=int, default=3, help="steps under the profiler")
     parser.add_argument(
+        "--profile-only", default=None, metavar="NAMES",
+        help="with --profile: profile only these comma-separated frameworks (default: every one)",
+    )
+    parser.add_argument(
         "--profile-dir", default=None,
         help="with --profile: write profile_<framework>.txt (top 60 kernels, ops by input shape) here",
     )
@@ -247,9 +256,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.small = args.size == "small"
     if args.steps < 1 or args.warmup < 1 or args.profile_steps < 1:
         parser.error("--steps, --warmup and --profile-steps must be at least 1")
-    unknown = sorted(set(args.only.split(",")) - {p.name for p in PEERS}) if args.only else []
-    if unknown:
-        parser.error(f"unknown framework(s) {', '.join(unknown)} in --only; the frameworks are {names}")
+    for option in ("only", "profile_only"):
+        value = getattr(args, option)
+        unknown = sorted(set(value.split(",")) - {p.name for p in PEERS}) if value else []
+        if unknown:
+            parser.error(
+                f"unknown framework(s) {', '.join(unknown)} in --{option.replace('_', '-')}; "
+                f"the frameworks are {names}"
+            )
+    if args.profile_only is not None and not args.profile:
+        parser.error("--profile-only needs --profile")
     return args
 
 

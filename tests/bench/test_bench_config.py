@@ -10,7 +10,7 @@ import torch
 
 from bench.config import HIDDEN4096, SIZES, SMALL
 from bench.peak import measure_matmul_peak
-from bench.train_step import parse_args, skip_reason
+from bench.train_step import parse_args, profiled, skip_reason
 from bench.peers import PEERS
 
 
@@ -58,6 +58,20 @@ def test_unknown_only_name_lists_the_frameworks(capsys: pytest.CaptureFixture[st
     names = ",".join(peer.name for peer in PEERS)
     expected = f"unknown framework(s) no-such-peer in --only; the frameworks are {names}"
     assert expected in capsys.readouterr().err
+
+
+def test_profile_only_names_the_profiled_frameworks(capsys: pytest.CaptureFixture[str]) -> None:
+    megaspec, megatron = (next(p for p in PEERS if p.name == name) for name in ("megaspec", "megatron"))
+    args = parse_args(["--profile", "--profile-only", "megaspec"])
+    assert profiled(megaspec, args) and not profiled(megatron, args)
+    assert profiled(megatron, parse_args(["--profile"]))
+    assert not profiled(megaspec, parse_args([]))
+    with pytest.raises(SystemExit):
+        parse_args(["--profile", "--profile-only", "nope"])
+    assert "unknown framework(s) nope in --profile-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--profile-only", "megaspec"])
+    assert "--profile-only needs --profile" in capsys.readouterr().err
 
 
 def test_all_runs_the_opt_in_peers() -> None:
