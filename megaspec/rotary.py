@@ -1,28 +1,24 @@
-"""Rotary position embedding (RoPE): cosine/sine tables, the rotation, and its fused kernel.
+"""Rotary position embedding (RoPE): cosine/sine tables and the rotation.
 
 Convention: rotate-half (Llama, GPT-NeoX, Megatron-LM). Dimension ``i`` and ``i + d / 2`` of
 the rotated part (``d = rotary_dim``) form a pair turning at ``base ** (-2i / d)`` radians per
 position; a partial rotary (``rotary_fraction < 1``) rotates the first ``d`` dimensions of
 each head and passes the rest through.
 
-Eager PyTorch runs the rotation as six kernels over strided views of the fused QKV output, a
-noticeable share of a GPU training step (see bench/results); with
-``TransformerConfig.fuse_elementwise`` it runs under ``torch.compile`` as one kernel. Eager and
-fused compute the same function; the flag is explicit because compiling needs a working
-``torch.compile`` toolchain (Triton on GPUs, a C++ compiler on CPUs) and takes seconds on the
-first call.
+Eager PyTorch runs the rotation as six kernels, a noticeable share of a GPU training step (see
+bench/results); with ``TransformerConfig.fuse_elementwise`` self-attention compiles it, with
+the split of the fused QKV output and QK-norm, into one kernel
+(:func:`megaspec.layers.attention.split_heads`). Eager and fused compute the same function;
+the flag is explicit because compiling needs a working ``torch.compile`` toolchain (Triton on
+GPUs, a C++ compiler on CPUs) and takes seconds on the first call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import Tensor
-
-QueryKeyRotation = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``(query, key, cos, sin) -> (rotated query, rotated key)``."""
 
 
 class FrequencyScaling(Protocol):
@@ -95,16 +91,3 @@ def rotate(hidden: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     first, second = rotated.chunk(2, dim=-1)
     rotated = rotated * cos + torch.cat((-second, first), dim=-1) * sin
     return rotated if passed.shape[-1] == 0 else torch.cat((rotated, passed), dim=-1)
-
-
-def rotate_query_key(query: Tensor, key: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`rotate` applied to queries and keys (one fused kernel when compiled)."""
-    return rotate(query, cos, sin), rotate(key, cos, sin)
-
-
-_fused_rotate_query_key = torch.compile(rotate_query_key, fullgraph=True)
-
-
-def query_key_rotation(fused: bool) -> QueryKeyRotation:
-    """The query/key rotation: compiled when ``fused``, eager otherwise."""
-    return _fused_rotate_query_key if fused else rotate_query_key

@@ -167,14 +167,17 @@ def chunk_statistics(
     """Float32 ``[c]`` row maximum, sum of ``exp(logit - maximum)`` and target logit of
     ``[c, vocab / tp]`` logits in any dtype; ``padded`` columns count as ``-inf``.
 
-    A target on another rank reads column 0 here; the caller zeroes its logit.
+    A target on another rank reads column 0 here; the caller zeroes its logit. On a rank
+    whose columns are all padding the maximum is ``-inf`` and the sum 0 (not NaN).
     """
     values = logits.float()
     if padded is not None:
         values = values.masked_fill(padded, float("-inf"))
     maximum = values.amax(dim=-1)
     target_logit = values.gather(-1, local_target.unsqueeze(-1)).squeeze(-1)
-    sum_exp = (values - maximum.unsqueeze(-1)).exp_().sum(dim=-1)
+    # Shifting an all -inf row by -inf would give NaN; the most negative float gives 0.
+    shift = maximum.clamp(min=torch.finfo(torch.float32).min)
+    sum_exp = (values - shift.unsqueeze(-1)).exp_().sum(dim=-1)
     return maximum, sum_exp, target_logit
 
 

@@ -220,3 +220,53 @@ def test_tensor_parallel_matches_single_process() -> None:
             torch.testing.assert_close(ranks[1][1], hidden_grad, **TOLERANCE)
         torch.testing.assert_close(torch.cat([got[2] for got in ranks]), weight_grad, **TOLERANCE)
         torch.testing.assert_close(torch.cat([got[3] for got in ranks]), bias_grad, **TOLERANCE)
+
+
+SMALL_VOCAB = 12  # of PADDED_VOCAB 32: the second rank's 16 columns are all padding
+
+
+def small_vocab_inputs() -> dict[str, torch.Tensor]:
+    inputs = problem()
+    target = inputs["target"]
+    inputs["target"] = torch.where(target >= 0, target % SMALL_VOCAB, target)
+    inputs["weight"][SMALL_VOCAB:] = 0.0
+    return inputs
+
+
+def rank_of_padding_only(compiled: bool) -> tuple[torch.Tensor, ...]:
+    groups = ParallelGroups.tensor_parallel_over_world()
+    rows = PADDED_VOCAB // groups.tensor_size
+    inputs = small_vocab_inputs()
+    weight = inputs["weight"][groups.tensor_rank * rows : (groups.tensor_rank + 1) * rows]
+    weight = weight.clone().requires_grad_(True)
+    hidden = inputs["hidden"].clone().requires_grad_(True)
+    losses = linear_cross_entropy(
+        hidden, weight, inputs["target"], groups, sequence_parallel=False,
+        vocab_size=SMALL_VOCAB, chunk_tokens=4, compiled=compiled,
+    )  # fmt: skip
+    reduce(losses, inputs["weights"], "weighted").backward()
+    assert hidden.grad is not None and weight.grad is not None
+    return losses.detach(), hidden.grad, weight.grad
+
+
+def rank_of_padding_only_runs() -> list[tuple[torch.Tensor, ...]]:
+    return [rank_of_padding_only(compiled) for compiled in (False, True)]
+
+
+def test_a_rank_holding_only_padding_matches_single_process() -> None:
+    # Its maximum logit is -inf: the softmax sums must stay finite (no NaN), eager and compiled.
+    inputs = small_vocab_inputs()
+    hidden = inputs["hidden"].clone().requires_grad_(True)
+    weight = inputs["weight"].clone().requires_grad_(True)
+    groups = ParallelGroups.single()
+    logits = column_parallel_matmul(hidden, weight, None, groups, sequence_parallel=False)
+    losses = vocab_parallel_cross_entropy(logits, inputs["target"], groups, vocab_size=SMALL_VOCAB)
+    reduce(losses, inputs["weights"], "weighted").backward()
+    assert hidden.grad is not None and weight.grad is not None
+    results = run_on_ranks(2, rank_of_padding_only_runs)
+    for run in (0, 1):  # eager, compiled
+        rank0, rank1 = results[0][run], results[1][run]
+        for got in (rank0, rank1):
+            torch.testing.assert_close(got[0], losses.detach(), **TOLERANCE)
+            torch.testing.assert_close(got[1], hidden.grad, **TOLERANCE)
+        torch.testing.assert_close(torch.cat([rank0[2], rank1[2]]), weight.grad, **TOLERANCE)
