@@ -20,6 +20,10 @@ class BenchConfig:
     norm_epsilon: float = 1e-5
     rotary_base: float = 10000.0
     init_std: float = 0.02
+    # Processes (GPUs) sharing each layer, one torchrun process each; sequence parallelism is on
+    # when it is above 1 (Megatron-LM's usual setting). Not a model shape: the FLOP counts below
+    # are the whole model's.
+    tensor_parallel: int = 1
 
     @property
     def tokens(self) -> int:

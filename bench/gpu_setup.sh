@@ -15,6 +15,8 @@
 #   bash bench/gpu_setup.sh bench [ARGS...]  # PYTHONPATH=/tmp/site python3 bench/train_step.py ARGS
 #                                            # (every option passes through: --all, --size hidden4096, ...),
 #                                            # JSON record to $OUT/<date>-<gpu>.json
+#   bash bench/gpu_setup.sh bench-tp K [ARGS...] # the same under torchrun on K GPUs, --tensor-parallel K
+#                                            # (a K-GPU kind, e.g. nvidia-h100-x2 for K = 2)
 #   bash bench/gpu_setup.sh parity [ARGS...] # PYTHONPATH=/tmp/site python3 bench/megatron_parity.py ARGS,
 #                                            # JSON record to $OUT/megatron-parity.json
 #   bash bench/gpu_setup.sh wheels           # carry [".whl"]: only .whl/* into /tmp/site (no TE; enough
@@ -131,6 +133,15 @@ case "${1:-}" in
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     python3 bench/train_step.py --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+  bench-tp)
+    # bench-tp K [ARGS...]: K processes (GPUs), each a tensor-parallel rank of every framework
+    # with a tensor-parallel build (megaspec, its TE peers, Megatron-core).
+    shift
+    k=${1:?bench-tp needs the tensor-parallel size, e.g. bench-tp 2}
+    shift
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    python3 -m torch.distributed.run --standalone --nproc-per-node "$k" bench/train_step.py \
+      --tensor-parallel "$k" --json "$OUT" --profile-dir "$OUT" "$@" 2>&1 | tee "$OUT/bench-tp.log" ;;
   peft)
     shift
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

@@ -67,6 +67,7 @@ def table(results: list[Result], config: BenchConfig, peak_tflops: float | None 
         f"{config.non_embedding_parameters():,} parameters without the input embedding "
         f"({config.model_flops_per_token() / 1e9:.4g} GFLOP/token); MFU: model TFLOP/s / bf16 "
         f"matmul peak measured in this run ({peak})",
+        *_tensor_parallel_lines(config),
         f"{'framework':<24} {'parameters':>14} {'step ms':>9} {'tokens/s':>10} "
         f"{'TFLOP/s':>8} {'MFU %':>6} {'peak GiB':>9} {'loss0':>7}  status",
     ]
@@ -81,6 +82,18 @@ def table(results: list[Result], config: BenchConfig, peak_tflops: float | None 
     return lines
 
 
+def _tensor_parallel_lines(config: BenchConfig) -> list[str]:
+    """What the columns mean under tensor parallelism (nothing at 1)."""
+    k = config.tensor_parallel
+    if k == 1:
+        return []
+    return [
+        f"tensor parallel {k} with sequence parallelism, one process (GPU) per rank: parameters and "
+        f"peak GiB are rank 0's; tokens/s and model TFLOP/s the whole model's; MFU over {k} x the "
+        "measured peak"
+    ]
+
+
 def parameter_line(results: list[Result], config: BenchConfig) -> str:
     """Whether the peers that ran have one parameter count, and the count expected."""
     counted = [r for r in results if r.parameters is not None]
@@ -89,7 +102,11 @@ def parameter_line(results: list[Result], config: BenchConfig) -> str:
     if len(counted) == 1:
         verdict = "(one framework)"
     listed = ", ".join(f"{r.label} {r.parameters:,}" for r in counted)
-    return f"parameter counts {verdict}: {listed} (expected {config.expected_parameters():,})"
+    shard = f", rank 0's shard of {config.tensor_parallel}" if config.tensor_parallel > 1 else ""
+    return (
+        f"parameter counts{shard} {verdict}: {listed} (expected {config.expected_parameters():,} "
+        "for the whole model)"
+    )
 
 
 def ratio_lines(results: list[Result]) -> list[str]:

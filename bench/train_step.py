@@ -41,6 +41,7 @@ chooses another file or folder). See bench/README.md for the device machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 # The repository root, so `python bench/train_step.py` finds megaspec and bench without installing.
@@ -78,7 +80,13 @@ class Measurement:
     inputs: Tensor  # [batch, sequence] token ids
     labels: Tensor  # [batch, sequence] the token after each input token
     args: argparse.Namespace
-    peak: MatmulPeak | None = None  # the bf16 matmul peak (CUDA only), for MFU
+    peak: MatmulPeak | None = None  # one GPU's bf16 matmul peak (CUDA only), for MFU
+
+    @property
+    def peak_tflops(self) -> float | None:
+        """The bf16 matmul peak of the GPUs running one model: one GPU's times the
+        tensor-parallel size (model TFLOP/s count the whole model's work)."""
+        return None if self.peak is None else self.peak.tflops * self.config.tensor_parallel
 
 
 @dataclass
@@ -148,7 +156,7 @@ def measure(peer: Peer, started: Started, run: Measurement) -> Result:
         step_ms_max=max(times),
         tokens_per_s=run.config.tokens / (median / 1e3),
         model_tflops=model_tflops,
-        mfu=model_tflops / run.peak.tflops if run.peak is not None else None,
+        mfu=model_tflops / run.peak_tflops if run.peak_tflops is not None else None,
         weights_gib=started.weights_gib,
         peak_gib=timing.peak_gib(run.device),
         first_loss=started.first_loss,
@@ -243,6 +251,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-peak", action="store_true",
         help="skip measuring the bf16 matmul peak (then no MFU and no MFU target)",
     )
+    parser.add_argument(
+        "--tensor-parallel", type=int, default=1, metavar="K",
+        help="K > 1: every framework with a tensor-parallel build runs on K processes (one GPU "
+        "each) with sequence parallelism; start with torchrun --nproc-per-node K",
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
         "--json", nargs="?", const="", default=None, metavar="FILE_OR_FOLDER",
@@ -266,6 +279,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             )
     if args.profile_only is not None and not args.profile:
         parser.error("--profile-only needs --profile")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.tensor_parallel < 1:
+        parser.error("--tensor-parallel must be at least 1")
+    if world != args.tensor_parallel:
+        parser.error(
+            f"--tensor-parallel {args.tensor_parallel} needs {args.tensor_parallel} processes, one per "
+            f"rank, and this is {world} (WORLD_SIZE): start it with torchrun --nproc-per-node "
+            f"{args.tensor_parallel} bench/train_step.py --tensor-parallel {args.tensor_parallel} ..."
+        )
     return args
 
 
@@ -290,8 +312,34 @@ def start_device(requested: str | None, *, small: bool) -> torch.device | None:
     return device
 
 
+def start_tensor_parallel(args: argparse.Namespace) -> None:
+    """Under ``--tensor-parallel K > 1``: the default process group over torchrun's K processes
+    (NCCL, each on the GPU ``LOCAL_RANK``; gloo without CUDA), and rank 0 alone printing."""
+    if args.tensor_parallel == 1:
+        return
+    cuda = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
+    if cuda:
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if not reporting_rank():  # every rank runs the same steps; rank 0 reports them
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+
+
+def reporting_rank() -> bool:
+    """Whether this process prints and writes the record: the only one, or rank 0."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def skip_reason(peer: Peer, args: argparse.Namespace) -> str | None:
     """Why ``peer`` is left out of this run, or ``None`` if it runs."""
+    reason = _selection(peer, args)
+    if reason is None and args.tensor_parallel > 1 and not peer.tensor_parallel:
+        return "not run: no tensor-parallel build (--tensor-parallel)"
+    return reason
+
+
+def _selection(peer: Peer, args: argparse.Namespace) -> str | None:
+    """Why ``--only``, ``--all`` or ``--small`` leave ``peer`` out, or ``None``."""
     if args.all:
         return None
     if args.only:
@@ -309,7 +357,7 @@ def run_all(run: Measurement) -> list[Result]:
         if reason is None:
             torch.manual_seed(0)
             results.append(run_peer(peer, run))
-        elif not peer.opt_in:
+        elif not peer.opt_in or reason.startswith("not run"):
             results.append(Result(name=peer.name, label=peer.label, status=reason))
     return results
 
@@ -377,24 +425,30 @@ def save_record(results: list[Result], run: Measurement, targets: dict[str, dict
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 unless a peer failed (``not run`` and ``skipped`` are fine)."""
     args = parse_args(argv)
-    config = SIZES[args.size]
-    device = start_device(args.device, small=args.small)
-    if device is None:
-        return 2
-    print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
-    print(f"config ({args.size}): {config}; parameters expected {config.expected_parameters():,}")
-    peak = matmul_peak(device, args.no_peak)
-    print(f"warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)
-    inputs, labels = token_batch(config, device)
-    run = Measurement(config, device, inputs, labels, args, peak)
-    results = run_all(run)
-    if args.profile:
-        print_profiles(results)
-    print(report(results, config, peak.tflops if peak is not None else None), flush=True)
-    targets = check_targets(results, peak.tflops if peak is not None else None)
-    print("\n".join(target.line() for target in targets), flush=True)
-    save_record(results, run, {target.name: target.as_record() for target in targets})
-    return 0 if not any(r.status.startswith("failed") for r in results) else 1
+    config = dataclasses.replace(SIZES[args.size], tensor_parallel=args.tensor_parallel)
+    start_tensor_parallel(args)
+    try:
+        device = start_device(args.device, small=args.small)
+        if device is None:
+            return 2
+        print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
+        print(f"config ({args.size}): {config}; parameters expected {config.expected_parameters():,}")
+        peak = matmul_peak(device, args.no_peak)
+        print(f"warm-up {args.warmup} steps, timed {args.steps} steps", flush=True)
+        inputs, labels = token_batch(config, device)
+        run = Measurement(config, device, inputs, labels, args, peak)
+        results = run_all(run)
+        if args.profile:
+            print_profiles(results)
+        print(report(results, config, run.peak_tflops), flush=True)
+        targets = check_targets(results, run.peak_tflops)
+        print("\n".join(target.line() for target in targets), flush=True)
+        if reporting_rank():
+            save_record(results, run, {target.name: target.as_record() for target in targets})
+        return 0 if not any(r.status.startswith("failed") for r in results) else 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

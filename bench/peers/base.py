@@ -52,7 +52,8 @@ class Peer:
 
     ``variants`` are tried in order until one builds and takes a first step (Megatron retries
     without its fusions). ``in_small`` puts the peer in ``--small``'s default set; an
-    ``opt_in`` peer runs only when ``--only`` names it.
+    ``opt_in`` peer runs only when ``--only`` names it; a ``tensor_parallel`` peer builds
+    ``BenchConfig.tensor_parallel`` ranks of one model (the others run only at 1).
     """
 
     name: str
@@ -60,3 +61,4 @@ class Peer:
     variants: Sequence[Variant]
     in_small: bool = True
     opt_in: bool = False
+    tensor_parallel: bool = False

@@ -8,10 +8,19 @@ from torch import Tensor
 
 from bench.config import BenchConfig
 from bench.peers.base import Built, Peer, Variant
+from megaspec.parallel import ParallelGroups
+
+
+def parallel_groups(config: BenchConfig) -> ParallelGroups:
+    """One process, or every torchrun process sharing each layer (``config.tensor_parallel``)."""
+    if config.tensor_parallel == 1:
+        return ParallelGroups.single()
+    return ParallelGroups.tensor_parallel_over_world()  # the driver checked the world size
 
 
 def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) -> Built:
-    """megaspec's Llama spec in bf16; ``fused`` compiles RoPE and SwiGLU (``fuse_elementwise``)."""
+    """megaspec's Llama spec in bf16; ``fused`` compiles RoPE and SwiGLU (``fuse_elementwise``);
+    tensor- and sequence-parallel over the torchrun processes at ``config.tensor_parallel > 1``."""
     from megaspec import AttentionConfig, GPTModel, MlpConfig, TransformerConfig
     from megaspec.backends.torch import llama_submodules
 
@@ -22,6 +31,7 @@ def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) ->
         init_std=config.init_std,
         params_dtype=torch.bfloat16,
         fuse_elementwise=fused,
+        sequence_parallel=config.tensor_parallel > 1,
     )
     attention = AttentionConfig(
         num_heads=config.num_heads,
@@ -34,6 +44,7 @@ def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) ->
             config=transformer,
             vocab_size=config.vocab_size,
             submodules=llama_submodules(attention, mlp, config.num_layers),
+            groups=parallel_groups(config),
         )
     model.train()
     print(model.summary())
@@ -55,5 +66,7 @@ def build_megaspec_eager(config: BenchConfig, device: torch.device) -> Built:
     return build_megaspec(config, device, fused=False)
 
 
-MEGASPEC = Peer("megaspec", "megaspec", [Variant("", build_megaspec_fused)])
-MEGASPEC_EAGER = Peer("megaspec-eager", "megaspec (eager)", [Variant("", build_megaspec_eager)])
+MEGASPEC = Peer("megaspec", "megaspec", [Variant("", build_megaspec_fused)], tensor_parallel=True)
+MEGASPEC_EAGER = Peer(
+    "megaspec-eager", "megaspec (eager)", [Variant("", build_megaspec_eager)], tensor_parallel=True
+)

@@ -5,7 +5,7 @@ TE attention) in bf16. ``megaspec-te-fp8-current`` / ``megaspec-te-fp8`` (delaye
 model with its forward in :func:`megaspec.backends.fp8.fp8_autocast` under the current
 (tensorwise) or delayed scaling recipe; the backward runs outside the region, as the driver
 calls it after ``loss``. The output layer stays bf16 in every variant. CUDA only; not in
-``--small`` (the CPU smoke test).
+``--small`` (the CPU smoke test). Tensor- and sequence-parallel at ``config.tensor_parallel > 1``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from bench.config import BenchConfig
 from bench.peers.base import Built, Peer, PeerUnavailable, Variant, unavailable
+from bench.peers.megaspec_gpt import parallel_groups
 from megaspec.backends.fp8 import Fp8Config, Fp8Recipe, fp8_autocast
 
 
@@ -35,6 +36,7 @@ def build_megaspec_te(config: BenchConfig, device: torch.device, *, fp8: Fp8Conf
         init_std=config.init_std,
         params_dtype=torch.bfloat16,
         fuse_elementwise=True,  # RoPE and SwiGLU compiled, as in the megaspec peer
+        sequence_parallel=config.tensor_parallel > 1,
     )
     attention = AttentionConfig(
         num_heads=config.num_heads,
@@ -47,6 +49,7 @@ def build_megaspec_te(config: BenchConfig, device: torch.device, *, fp8: Fp8Conf
             config=transformer,
             vocab_size=config.vocab_size,
             submodules=te.llama_submodules(attention, mlp, config.num_layers),
+            groups=parallel_groups(config),
         )
     model.train()
     print(model.summary())
@@ -75,16 +78,20 @@ def _fp8_builder(recipe: Fp8Recipe) -> Variant:
     return Variant("", build)
 
 
-MEGASPEC_TE = Peer("megaspec-te", "megaspec (TE, bf16)", [Variant("", build_bf16)], in_small=False)
+MEGASPEC_TE = Peer(
+    "megaspec-te", "megaspec (TE, bf16)", [Variant("", build_bf16)], in_small=False, tensor_parallel=True
+)
 MEGASPEC_TE_FP8_CURRENT = Peer(
     "megaspec-te-fp8-current",
     "megaspec (TE, FP8 current scaling)",
     [_fp8_builder("current")],
     in_small=False,
+    tensor_parallel=True,
 )
 MEGASPEC_TE_FP8 = Peer(
     "megaspec-te-fp8",
     "megaspec (TE, FP8 delayed scaling)",
     [_fp8_builder("delayed")],
     in_small=False,
+    tensor_parallel=True,
 )

@@ -1,4 +1,5 @@
-"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (TP=1): bf16, and FP8.
+"""Megatron-core ``GPTModel`` with the Transformer Engine layer spec (TP=1, or TP=K with sequence
+parallelism under ``--tensor-parallel K``): bf16, and FP8.
 
 The FP8 peers set Megatron's own ``TransformerConfig(fp8="hybrid", fp8_recipe=...)``, what
 Megatron-LM's ``--fp8-format hybrid --fp8-recipe ...`` sets: ``TransformerBlock.forward`` then
@@ -59,8 +60,12 @@ def _free_port() -> int:
         return port
 
 
-def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]) -> Callable[[], None]:
-    """A one-process NCCL group and Megatron's TP=1 state; returns the function ending both."""
+def start_parallel_state(
+    parallel_state: Any, manual_seed: Callable[[int], None], tensor_parallel: int = 1
+) -> Callable[[], None]:
+    """Megatron's model-parallel state at ``tensor_parallel`` over the default group (a
+    one-process NCCL group when none exists: TP=1 without torchrun); returns the function
+    ending what it started."""
     import torch.distributed as dist
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -72,7 +77,7 @@ def start_parallel_state(parallel_state: Any, manual_seed: Callable[[int], None]
             backend="nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0
         )
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=1, pipeline_model_parallel_size=1
+        tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=1
     )
     manual_seed(1234)
 
@@ -109,6 +114,8 @@ def _megatron_config(config: BenchConfig, fused: bool, TransformerConfig: Any, f
         hidden_dropout=0.0,
         attention_dropout=0.0,
         init_method_std=config.init_std,
+        tensor_model_parallel_size=config.tensor_parallel,
+        sequence_parallel=config.tensor_parallel > 1,
         bf16=True,
         params_dtype=torch.bfloat16,
         # Megatron-LM's pretrain_gpt.py turns these on unless told otherwise.
@@ -145,7 +152,8 @@ def _megatron_model(
 def build_megatron(
     config: BenchConfig, device: torch.device, *, fused: bool, fp8: str | None = None
 ) -> Built:
-    """Megatron-core GPTModel with the TE layer spec on a one-process group.
+    """Megatron-core GPTModel with the TE layer spec, tensor- and sequence-parallel over the
+    torchrun processes at ``config.tensor_parallel > 1`` (else on a one-process group).
 
     ``fused`` turns on what Megatron-LM's pretrain_gpt.py enables by default (bias-SwiGLU,
     bias-dropout-add and RoPE fusions); ``fp8`` (a key of ``FP8_RECIPES``) trains the layers in
@@ -156,7 +164,7 @@ def build_megatron(
     parts = _import_megatron()
     if device.type != "cuda":
         raise PeerUnavailable("Megatron-core with Transformer Engine needs a CUDA device")
-    cleanup = start_parallel_state(parts["parallel_state"], parts["manual_seed"])
+    cleanup = start_parallel_state(parts["parallel_state"], parts["manual_seed"], config.tensor_parallel)
     try:
         model = _megatron_model(config, device, fused, parts, fp8)
     except BaseException:
@@ -186,6 +194,7 @@ MEGATRON = Peer(
     "Megatron-core+TE",
     [Variant("", build_megatron_fused), Variant("fusions off", build_megatron_unfused)],
     in_small=False,
+    tensor_parallel=True,
 )
 
 
@@ -201,7 +210,13 @@ def _fp8_variants(recipe: str) -> list[Variant]:
     return [Variant("", fused), Variant("fusions off", unfused)]
 
 
-MEGATRON_FP8 = Peer("megatron-fp8", "Megatron+TE FP8 delay", _fp8_variants("delayed"), in_small=False)
+MEGATRON_FP8 = Peer(
+    "megatron-fp8", "Megatron+TE FP8 delay", _fp8_variants("delayed"), in_small=False, tensor_parallel=True
+)
 MEGATRON_FP8_CURRENT = Peer(
-    "megatron-fp8-current", "Megatron+TE FP8 current", _fp8_variants("current"), in_small=False
+    "megatron-fp8-current",
+    "Megatron+TE FP8 current",
+    _fp8_variants("current"),
+    in_small=False,
+    tensor_parallel=True,
 )
