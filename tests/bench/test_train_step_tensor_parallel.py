@@ -7,35 +7,23 @@ run's first loss, peers without a tensor-parallel build say so, and only rank 0 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bench.config import SMALL
-from tests.helpers.bench_runs import REPOSITORY, BenchRun, run_bench
+from tests.helpers.bench_runs import BenchRun, run_bench
 
 ARGUMENTS = ["--small", "--only", "megaspec-eager,hf", "--steps", "2", "--warmup", "1"]
-
-
-def _tensor_parallel_run(record: Path) -> BenchRun:
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "bench/train_step.py", *ARGUMENTS, "--tensor-parallel", "2", "--json", str(record)],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    data: dict[str, Any] = json.loads(record.read_text()) if record.exists() else {}
-    return BenchRun(done.returncode, done.stdout + done.stderr, data)
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchRun, BenchRun]:
     """(TP=2 under torchrun, TP=1 in one process) on the same config and seed."""
     folder = tmp_path_factory.mktemp("bench_tp")
-    return _tensor_parallel_run(folder / "tp2.json"), run_bench("train_step.py", ARGUMENTS, folder / "tp1.json")
+    tp2 = run_bench("train_step.py", [*ARGUMENTS, "--tensor-parallel", "2"], folder / "tp2.json", TORCHRUN)
+    return tp2, run_bench("train_step.py", ARGUMENTS, folder / "tp1.json")
 
 
 def test_megaspec_at_tp2_takes_the_tp1_first_loss(runs: tuple[BenchRun, BenchRun]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ class BenchRun:
     record: dict[str, Any]
 
 
-def run_bench(script: str, arguments: list[str], record: Path) -> BenchRun:
-    """``python bench/SCRIPT ARGUMENTS --json RECORD`` from the repository root."""
+def run_bench(script: str, arguments: list[str], record: Path, launcher: Sequence[str] = ()) -> BenchRun:
+    """``python [LAUNCHER] bench/SCRIPT ARGUMENTS --json RECORD`` from the repository root
+    (``launcher``: e.g. ``-m torch.distributed.run --nproc-per-node 2``)."""
     done = subprocess.run(
-        [sys.executable, f"bench/{script}", *arguments, "--json", str(record)],
+        [sys.executable, *launcher, f"bench/{script}", *arguments, "--json", str(record)],
         cwd=REPOSITORY, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     data = json.loads(record.read_text()) if record.exists() else {}
