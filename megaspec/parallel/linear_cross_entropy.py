@@ -370,10 +370,23 @@ def _accumulate(
     if grad_hidden is not None:
         torch.matmul(gradient, weight, out=grad_hidden[start : start + chunk.shape[0]])
     if grad_weight is not None:
-        if grad_weight.dtype == weight.dtype:
-            grad_weight.addmm_(gradient.t(), chunk)
-        else:
-            grad_weight.add_(gradient.t() @ chunk)
+        add_product(grad_weight, gradient.t(), chunk)
+
+
+def add_product(accumulator: Tensor, left: Tensor, right: Tensor) -> None:
+    """``accumulator += left @ right``, the sum in ``accumulator``'s dtype.
+
+    A float32 ``accumulator`` of bf16 or fp16 products is summed by the product itself on CUDA
+    (``addmm`` with ``out_dtype``: one kernel, and the product is never rounded to 16 bits);
+    CPU has no such kernel (``aten::addmm.dtype`` is CUDA-only), so there the product is
+    added after it is made.
+    """
+    if accumulator.dtype == left.dtype:
+        accumulator.addmm_(left, right)
+    elif accumulator.is_cuda and accumulator.dtype == torch.float32:
+        torch.addmm(accumulator, left, right, out_dtype=torch.float32, out=accumulator)
+    else:
+        accumulator.add_(left @ right)
 
 
 def _uniform_scale(grad_losses: Tensor, ignored: Tensor) -> float | None:

@@ -3,7 +3,7 @@ plain path (logits, then vocab_parallel_cross_entropy): the same losses and grad
 weight, bias) in float32 within 1e-6, for chunk sizes that do and do not divide the tokens,
 padded vocabulary entries, ignored targets and loss gradients that are uniform or not; the
 compiled (recomputing) backward; the compiled softmax passes (fuse_elementwise); equal chunk
-bounds; tensor-parallel size 2 (gloo) against size 1."""
+bounds; the float32 sum of bf16 products (unrounded on CUDA); tensor-parallel size 2 (gloo) against size 1."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from megaspec.parallel import (
     linear_cross_entropy,
     vocab_parallel_cross_entropy,
 )
-from megaspec.parallel.linear_cross_entropy import chunk_bounds
+from megaspec.parallel.linear_cross_entropy import add_product, chunk_bounds
 from tests.helpers.distributed import run_on_ranks
 
 SEQUENCE, BATCH, HIDDEN, PADDED_VOCAB, VOCAB = 6, 3, 8, 32, 27
@@ -113,6 +113,26 @@ def test_chunk_bounds_are_equal_but_the_last(tokens: int, chunk_tokens: int, siz
     assert [end - start for start, end in bounds] == sizes
     assert bounds[0][0] == 0 and bounds[-1][1] == tokens
     assert all(previous[1] == following[0] for previous, following in zip(bounds, bounds[1:]))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_sum_of_bf16_products(device: str) -> None:
+    """Four bf16 products summed into float32, as the output weight's gradient is over the
+    loss chunks. CUDA sums inside the product (never rounded to bf16), so it is within float32
+    rounding of the float64 sum; CPU rounds each product to bf16 first."""
+    generator = torch.Generator().manual_seed(0)
+    lefts = [torch.randn(64, 96, generator=generator).bfloat16() for _ in range(4)]
+    rights = [torch.randn(96, 48, generator=generator).bfloat16() for _ in range(4)]
+    expected = sum(left.double() @ right.double() for left, right in zip(lefts, rights))
+    accumulator = torch.zeros(64, 48, device=device)
+    for left, right in zip(lefts, rights):
+        add_product(accumulator, left.to(device), right.to(device))
+    assert accumulator.dtype == torch.float32
+    tolerance = 1e-5 if device == "cuda" else 8e-2
+    torch.testing.assert_close(accumulator.cpu().double(), expected, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("gradient", ["mean", "weighted"])
