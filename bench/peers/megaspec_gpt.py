@@ -18,9 +18,14 @@ def parallel_groups(config: BenchConfig) -> ParallelGroups:
     return ParallelGroups.tensor_parallel_over_world()  # the driver checked the world size
 
 
-def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) -> Built:
+def build_megaspec(
+    config: BenchConfig, device: torch.device, *, fused: bool, compile_layers: bool = False
+) -> Built:
     """megaspec's Llama spec in bf16; ``fused`` compiles RoPE and SwiGLU (``fuse_elementwise``);
-    tensor- and sequence-parallel over the torchrun processes at ``config.tensor_parallel > 1``."""
+    ``compile_layers`` compiles each whole ``TransformerLayer`` (``nn.Module.compile``: one
+    guarded call per layer and direction instead of one per fused region, for less host time
+    per step); tensor- and sequence-parallel over the torchrun processes at
+    ``config.tensor_parallel > 1``."""
     from megaspec import AttentionConfig, GPTModel, MlpConfig, TransformerConfig
     from megaspec.backends.torch import llama_submodules
 
@@ -47,6 +52,9 @@ def build_megaspec(config: BenchConfig, device: torch.device, *, fused: bool) ->
             groups=parallel_groups(config),
         )
     model.train()
+    if compile_layers:
+        for layer in model.blocks.layers:
+            layer.compile()
     print(model.summary())
 
     def loss(inputs: Tensor, labels: Tensor) -> Tensor:
@@ -66,7 +74,21 @@ def build_megaspec_eager(config: BenchConfig, device: torch.device) -> Built:
     return build_megaspec(config, device, fused=False)
 
 
+def build_megaspec_compiled_layers(config: BenchConfig, device: torch.device) -> Built:
+    """megaspec with ``fuse_elementwise=True`` and each layer under ``torch.compile``."""
+    return build_megaspec(config, device, fused=True, compile_layers=True)
+
+
 MEGASPEC = Peer("megaspec", "megaspec", [Variant("", build_megaspec_fused)], tensor_parallel=True)
 MEGASPEC_EAGER = Peer(
     "megaspec-eager", "megaspec (eager)", [Variant("", build_megaspec_eager)], tensor_parallel=True
+)
+# Opt-in: an experiment on host time (compiling a layer takes a minute on a GPU machine).
+MEGASPEC_COMPILED_LAYERS = Peer(
+    "megaspec-compile-layers",
+    "megaspec (layers compiled)",
+    [Variant("", build_megaspec_compiled_layers)],
+    in_small=False,
+    opt_in=True,
+    tensor_parallel=True,
 )
