@@ -153,7 +153,14 @@ def run_train(arguments: argparse.Namespace) -> int:
         # Under torchrun rank 0 speaks for the job; the others' output would repeat it.
         quiet = contextlib.nullcontext() if is_main_rank() else contextlib.redirect_stdout(io.StringIO())
         with quiet:
-            return _train_and_report(run, arguments, groups, threads, resume_from)
+            code = _train_and_report(run, arguments, groups, threads, resume_from)
+        if dist.is_initialized():
+            # Rank 0 still writes the last files when the others get here; a rank that tears
+            # its gloo group down while a peer holds it open aborts now and then ("terminate
+            # called without an active exception"). Only on a normal return: after an error
+            # a peer may never arrive.
+            dist.barrier()
+        return code
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -49,7 +49,9 @@ def _command(processes: int, output: Path, extra: list[str]) -> list[str]:
 def _run(processes: int, output: Path, extra: list[str]) -> str:
     result = subprocess.run(_command(processes, output, extra), cwd=REPOSITORY, env=_environment(),
                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "terminate called" not in output, output  # a rank aborted at exit
     return result.stdout
 
 
