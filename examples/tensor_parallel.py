@@ -53,6 +53,9 @@ def main() -> None:
             reference = single(tokens[:, :-1], labels=tokens[:, 1:]).mean()
             print(f"tensor-parallel size {groups.tensor_size}: loss {loss.item():.6f}; "
                   f"one process: loss {reference.item():.6f}")  # fmt: skip
+        # Rank 1 waits for rank 0's one-process run: a rank that destroys its gloo group while
+        # a peer still holds it open can abort at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()  # tear the group down before exit
 
