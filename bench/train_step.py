@@ -445,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(target.line() for target in targets), flush=True)
         if reporting_rank():
             save_record(results, run, {target.name: target.as_record() for target in targets})
+        if dist.is_initialized():
+            # The other ranks wait while rank 0 writes the record: a rank that destroys its
+            # gloo group while a peer holds it open can abort at exit (as in megaspec train).
+            dist.barrier()
         return 0 if not any(r.status.startswith("failed") for r in results) else 1
     finally:
         if dist.is_initialized():
